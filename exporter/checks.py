@@ -1,0 +1,84 @@
+"""A health check: up to ATTEMPTS attempts, each bounded, BACKOFF between.
+
+Pure control flow over an injected probe, sleep and clock, so it is tested with fakes.
+Authentication failures are never retried: a wrong password would otherwise AUTH
+ATTEMPTS times per check (and redis-py's AuthenticationError is a ConnectionError
+subclass, so a generic retry-on-ConnectionError helper would retry it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+from exporter.classify import classify_redis_error, describe_error
+from exporter.model import NodeCheck, NodeInfo, Reason
+
+__all__ = ["CheckPolicy", "NodeProbe", "run_check"]
+
+_NOT_RETRIED = frozenset({Reason.AUTH})
+_TOPOLOGY_HINTS = ("MOVED", "ASK", "CLUSTERDOWN")
+
+
+class NodeProbe(Protocol):
+    address: str
+
+    async def ping(self) -> float: ...
+    async def info(self) -> NodeInfo: ...
+
+
+class CheckPolicy(Protocol):
+    health_check_attempts: int
+    health_check_timeout: float
+    health_check_backoff: float
+
+
+async def run_check(
+    probe: NodeProbe,
+    policy: CheckPolicy,
+    *,
+    wall_clock: Callable[[], float],
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    secrets: tuple[str, ...] = (),
+    with_info: bool = True,
+) -> NodeCheck:
+    """Run one check against one node; never raises for a target failure."""
+    failures: list[Reason] = []
+    error: str | None = None
+    wants_refresh = False
+    for attempt in range(1, policy.health_check_attempts + 1):
+        if attempt > 1:
+            await sleep(policy.health_check_backoff)
+        try:
+            async with asyncio.timeout(policy.health_check_timeout):
+                rtt = await probe.ping()
+        except Exception as exc:  # noqa: BLE001 - every failure is classified
+            reason = classify_redis_error(exc)
+            failures.append(reason)
+            error = describe_error(exc, secrets=secrets)
+            wants_refresh = wants_refresh or reason is Reason.CLUSTER_DOWN or any(
+                hint in str(exc) for hint in _TOPOLOGY_HINTS
+            )
+            if reason in _NOT_RETRIED:
+                break
+            continue
+        info = await _read_info(probe, policy) if with_info else None
+        return NodeCheck(
+            node=probe.address, ok=True, attempts=attempt, attempt_failures=tuple(failures),
+            rtt_seconds=rtt, error=error, finished_at=wall_clock(), info=info,
+            wants_topology_refresh=wants_refresh,
+        )  # fmt: skip
+    return NodeCheck(
+        node=probe.address, ok=False, attempts=len(failures), attempt_failures=tuple(failures),
+        error=error, finished_at=wall_clock(), wants_topology_refresh=True,
+    )  # fmt: skip
+
+
+async def _read_info(probe: NodeProbe, policy: CheckPolicy) -> NodeInfo | None:
+    """INFO after a successful PING; its failure does not fail the check."""
+    try:
+        async with asyncio.timeout(policy.health_check_timeout):
+            return await probe.info()
+    except Exception:  # noqa: BLE001 - INFO is best effort; the connection was discarded
+        return None
