@@ -33,6 +33,10 @@ def _failed(node: str, reason: str):
                       or 0) >= 1  # fmt: skip
 
 
+def _checks_at_least(node: str, n: int):
+    return lambda m: (value(m, "redis_health_checks_total", node=node) or 0) >= n
+
+
 def _auth_calls(server: RedisServer) -> int:
     """AUTH commands seen by the server; the measuring client authenticates with HELLO
     (RESP3), so only depwatch's AUTHs count."""
@@ -44,7 +48,7 @@ def _auth_calls(server: RedisServer) -> int:
 async def test_standalone_plain_up_with_info(redis_standalone: RedisServer) -> None:
     node = redis_standalone.address
     async with running_depwatch(fast_env(REDIS_ADDRESS=node)) as dw:
-        m = await dw.wait_metrics(_up(node), timeout=10)
+        m = await dw.wait_metrics(_up(node), within=10)
         assert value(m, "redis_health_checks_total", node=node) >= 1
         assert value(m, "redis_node_maxclients", node=node) == 10000
         assert value(m, "redis_node_connected_clients", node=node) >= 1
@@ -60,7 +64,7 @@ async def test_tls_password_up(redis_tls_password: RedisServer, tls_material: Tl
     node = redis_tls_password.address
     env = tls_env(redis_tls_password, tls_material, REDIS_PASSWORD=REDIS_PASSWORD)
     async with running_depwatch(env) as dw:
-        await dw.wait_metrics(_up(node), timeout=10)
+        await dw.wait_metrics(_up(node), within=10)
 
 
 async def test_wrong_password_is_auth_once_per_check(redis_tls_password: RedisServer,
@@ -70,7 +74,7 @@ async def test_wrong_password_is_auth_once_per_check(redis_tls_password: RedisSe
                   DEPWATCH_PROBE_INTERVAL="30s")  # one cycle only
     before = _auth_calls(redis_tls_password)
     async with running_depwatch(env) as dw:
-        m = await dw.wait_metrics(_failed(node, "auth"), timeout=10)
+        m = await dw.wait_metrics(_failed(node, "auth"), within=10)
         assert value(m, "redis_health_checks_total", node=node) == 1
         assert value(m, "redis_health_check_attempt_failures_total", node=node,
                      reason="auth") == 1  # fmt: skip
@@ -90,7 +94,7 @@ async def test_tls_failures_are_tls(redis_tls_password: RedisServer, tls_materia
     with redis_tls_password.client() as client:
         pings_before = int(client.info("commandstats").get("cmdstat_ping", {}).get("calls", 0))
     async with running_depwatch(env) as dw:
-        m = await dw.wait_metrics(_failed(node, "tls"), timeout=10)
+        m = await dw.wait_metrics(_failed(node, "tls"), within=10)
         assert value(m, "redis_health_check_up", node=node) == 0
     with redis_tls_password.client() as client:
         pings_after = int(client.info("commandstats").get("cmdstat_ping", {}).get("calls", 0))
@@ -101,20 +105,20 @@ async def test_acl_user(redis_acl: RedisServer) -> None:
     node = redis_acl.address
     env = fast_env(REDIS_ADDRESS=node, REDIS_USERNAME=ACL_USERNAME, REDIS_PASSWORD=ACL_PASSWORD)
     async with running_depwatch(env) as dw:
-        await dw.wait_metrics(_up(node), timeout=10)
+        await dw.wait_metrics(_up(node), within=10)
 
 
 async def test_acl_user_wrong_password(redis_acl: RedisServer) -> None:
     node = redis_acl.address
     env = fast_env(REDIS_ADDRESS=node, REDIS_USERNAME=ACL_USERNAME, REDIS_PASSWORD="nope")
     async with running_depwatch(env) as dw:
-        await dw.wait_metrics(_failed(node, "auth"), timeout=10)
+        await dw.wait_metrics(_failed(node, "auth"), within=10)
 
 
 async def test_nothing_listening_is_connection_refused() -> None:
     node = f"127.0.0.1:{free_port()}"
     async with running_depwatch(fast_env(REDIS_ADDRESS=node)) as dw:
-        m = await dw.wait_metrics(_failed(node, "connection_refused"), timeout=10)
+        m = await dw.wait_metrics(_failed(node, "connection_refused"), within=10)
         assert value(m, "redis_health_check_attempt_failures_total", node=node,
                      reason="connection_refused") >= 3  # fmt: skip
 
@@ -123,16 +127,15 @@ async def test_unresolvable_host_is_dns() -> None:
     node = "no-such-host.invalid:6379"
     async with running_depwatch(fast_env(REDIS_ADDRESS=node,
                                          DEPWATCH_HEALTH_CHECK_TIMEOUT="2s")) as dw:
-        await dw.wait_metrics(_failed(node, "dns"), timeout=20)
+        await dw.wait_metrics(_failed(node, "dns"), within=20)
 
 
 async def test_renamed_config_and_debug(redis_renamed: RedisServer) -> None:
     node = redis_renamed.address
     with capture_logs() as logs:
         async with running_depwatch(fast_env(REDIS_ADDRESS=node)) as dw:
-            m = await dw.wait_metrics(_up(node), timeout=10)
-            await dw.wait_metrics(lambda m: (value(m, "redis_health_checks_total", node=node) or 0) >= 3,
-                                  timeout=10)  # fmt: skip
+            m = await dw.wait_metrics(_up(node), within=10)
+            await dw.wait_metrics(_checks_at_least(node, 3), within=10)
             assert value(m, "redis_node_maxclients", node=node) == 10000
     assert not [e for e in logs if e["log_level"] in ("error", "warning")], logs
 
@@ -145,8 +148,7 @@ async def test_only_allowed_commands_are_sent(redis_tls_password: RedisServer,
     node = redis_tls_password.address
     env = tls_env(redis_tls_password, tls_material, REDIS_PASSWORD=REDIS_PASSWORD)
     async with running_depwatch(env) as dw:
-        await dw.wait_metrics(lambda m: (value(m, "redis_health_checks_total", node=node) or 0) >= 3,
-                              timeout=10)  # fmt: skip
+        await dw.wait_metrics(_checks_at_least(node, 3), within=10)
     with redis_tls_password.client(**quiet) as client:
         stats = client.info("commandstats")
     # the measuring client sends AUTH and INFO itself; depwatch: AUTH, CLIENT SETNAME, PING, INFO

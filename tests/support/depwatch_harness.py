@@ -55,17 +55,17 @@ class Harness:
         resp = await self.client.get("/status")
         return await resp.json()
 
-    async def wait_metrics(self, predicate: Callable[[Samples], bool], *, timeout: float,
+    async def wait_metrics(self, predicate: Callable[[Samples], bool], *, within: float,
                            interval: float = 0.1) -> Samples:
-        """Poll /metrics until ``predicate`` holds; bounded by ``timeout``."""
-        deadline = time.monotonic() + timeout
+        """Poll /metrics until ``predicate`` holds; bounded by ``within`` seconds."""
+        deadline = time.monotonic() + within
         last: Samples = {}
         while time.monotonic() < deadline:
             last = await self.metrics()
             if predicate(last):
                 return last
             await asyncio.sleep(interval)
-        raise AssertionError(f"condition not met within {timeout}s; last samples: "
+        raise AssertionError(f"condition not met within {within}s; last samples: "
                              f"{sorted((k[0], sorted(k[1]), v) for k, v in last.items())[:80]}")
 
 
