@@ -121,13 +121,11 @@ def parse_cluster_shards(reply: Any, *, tls: bool, fallback_host: str) -> tuple[
 
 def _relabel_empty_shards(nodes: list[ClusterNode]) -> None:
     """Slot-less shards get their primary's id prefix instead of a positional label."""
+    labels = {n.shard: f"noslots-{n.node_id[:8]}" for n in nodes
+              if n.shard.startswith("noslots-") and n.role == Role.PRIMARY}  # fmt: skip
     for i, node in enumerate(nodes):
-        if node.shard.startswith("noslots-"):
-            primary = next(
-                (n for n in nodes if n.shard == node.shard and n.role == Role.PRIMARY), node
-            )
-            nodes[i] = ClusterNode(node.address, node.node_id, node.role,
-                                   f"noslots-{primary.node_id[:8]}")  # fmt: skip
+        if node.shard in labels:
+            nodes[i] = ClusterNode(node.address, node.node_id, node.role, labels[node.shard])
 
 
 def parse_cluster_slots(reply: Any, *, fallback_host: str) -> tuple[ClusterNode, ...]:
