@@ -61,7 +61,7 @@ def _seeds(text: str) -> tuple[str, ...]:
     if not seeds:
         raise ValueError("host:port, or a comma-separated list of host:port seed nodes")
     for seed in seeds:
-        host, port = parse_host_port(seed)
+        host, _port = parse_host_port(seed)
         if not host:
             raise ValueError("host:port, or a comma-separated list of host:port seed nodes")
     return seeds

@@ -7,10 +7,11 @@ whole, so readers never see half a cycle.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
-from typing import Mapping, TypeVar
+from typing import TypeVar
 
 __all__ = [
     "DURATION_BUCKETS",
@@ -26,8 +27,8 @@ __all__ = [
     "OtlpProbeState",
     "Reason",
     "Role",
-    "SocketObservation",
     "Snapshot",
+    "SocketObservation",
     "frozen_map",
 ]
 
@@ -80,7 +81,8 @@ class Histogram:
 
     def observe(self, value: float) -> Histogram:
         previous = self.counts or (0,) * len(self.buckets)
-        counts = tuple(c + 1 if value <= b else c for b, c in zip(self.buckets, previous, strict=True))
+        counts = tuple(c + 1 if value <= b else c
+                       for b, c in zip(self.buckets, previous, strict=True))  # fmt: skip
         return Histogram(self.buckets, counts, self.total + value, self.count + 1)
 
     def cumulative(self) -> tuple[int, ...]:

@@ -15,6 +15,10 @@ __all__ = ["problems", "render_json", "render_text", "status_document"]
 SectionBuilder = Callable[[Snapshot], dict[str, Any]]
 
 
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 3)
+
+
 def _node(state: NodeState, snapshot: Snapshot) -> dict[str, Any]:
     check = state.last_check
     observed = snapshot.sockets.redis_sockets.get(state.node.address) if snapshot.sockets else None
@@ -27,7 +31,7 @@ def _node(state: NodeState, snapshot: Snapshot) -> dict[str, Any]:
         "reason": str(check.reason) if check and check.reason else None,
         "attempts": check.attempts if check else None,
         "attempt_failures": [str(r) for r in check.attempt_failures] if check else [],
-        "rtt_ms": round(check.rtt_seconds * 1000, 3) if check and check.rtt_seconds else None,
+        "rtt_ms": _ms(check.rtt_seconds if check else None),
         "error": check.error if check else None,
         "last_success": state.last_success,
         "connected_clients": state.info.connected_clients,
@@ -45,22 +49,21 @@ def _otlp(snapshot: Snapshot) -> dict[str, Any]:
     return {
         "enabled": snapshot.otlp_enabled,
         "config": [{"signal": c.signal, "endpoint": c.endpoint, "protocol": c.protocol}
-                   for c in snapshot.otlp_config],  # fmt: skip
+                   for c in snapshot.otlp_config],
         "probes": [
             {
                 "endpoint": st.endpoint,
                 "protocol": st.protocol,
                 "up": st.up,
                 "reason": st.last.reason if st.last else None,
-                "duration_ms": round(st.last.duration_seconds * 1000, 3)
-                if st.last and st.last.duration_seconds is not None else None,
+                "duration_ms": _ms(st.last.duration_seconds if st.last else None),
                 "error": st.last.error if st.last else None,
                 "partial_success": st.last.partial_success if st.last else None,
             }
             for st in snapshot.otlp.values()
         ],
         "mismatch": {f"{signal}/{reason}": flag
-                     for (signal, reason), flag in snapshot.otlp_mismatch.items()},  # fmt: skip
+                     for (signal, reason), flag in snapshot.otlp_mismatch.items()},
     }
 
 

@@ -132,9 +132,11 @@ class Scheduler:
             close = getattr(probe, "discard", None)
             if close is not None:
                 await close()
-            return NodeCheck(node=probe.address, ok=False, attempts=1,
-                             attempt_failures=(Reason.TIMEOUT,), error="target deadline exceeded",
-                             finished_at=self.clock.wall(), wants_topology_refresh=True)  # fmt: skip
+            return NodeCheck(
+                node=probe.address, ok=False, attempts=1, attempt_failures=(Reason.TIMEOUT,),
+                error="target deadline exceeded", finished_at=self.clock.wall(),
+                wants_topology_refresh=True,
+            )
 
     def _needs_refresh(self, topology: ClusterTopology, checks: tuple[NodeCheck, ...]) -> bool:
         """MOVED/failed node, a recovery, or a role change seen in INFO."""
@@ -165,8 +167,8 @@ class Scheduler:
             extra.update(task.result())
         if topology is not None and topology.cluster and self._needs_refresh(topology, checks):
             self._refresh_requested = True
-        cycle = CycleResult(started_at=started, finished_at=self.clock.wall(),
-                            topology=topology, node_checks=checks, **extra)  # type: ignore[arg-type]
+        cycle = CycleResult(started_at=started, finished_at=self.clock.wall(), topology=topology,
+                            node_checks=checks, **extra)  # type: ignore[arg-type]
         previous = self.snapshot
         self.snapshot = fold(previous, cycle, redis_enabled=self.settings.redis_enabled,
                              otlp_enabled=self.settings.otlp is not None)  # fmt: skip

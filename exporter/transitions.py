@@ -31,6 +31,10 @@ class TransitionLog:
             self._last_logged[key] = now
 
     def record(self, before: Snapshot, after: Snapshot) -> None:
+        self._record_redis(before, after)
+        self._record_otlp(before, after)
+
+    def _record_redis(self, before: Snapshot, after: Snapshot) -> None:
         for address, state in after.nodes.items():
             check = state.last_check
             if check is None:
@@ -50,6 +54,11 @@ class TransitionLog:
                 self._log.warning("Redis health check recovered by retry", node=address,
                                   reason=str(check.attempt_failures[-1]),
                                   attempt=check.attempts)  # fmt: skip
+        for address in sorted(a for a in before.nodes if a not in after.nodes):
+            self._log.info("Redis node left the cluster", node=address)
+            self._last_logged.pop(("redis", address), None)
+
+    def _record_otlp(self, before: Snapshot, after: Snapshot) -> None:
         for key_pair, state in after.otlp.items():
             last = state.last
             if last is None:
@@ -72,7 +81,3 @@ class TransitionLog:
             elif old_flag and not flag:
                 self._log.info("OTLP configuration mismatch cleared", signal=signal,
                                reason=reason)  # fmt: skip
-        gone = {a for a in before.nodes if a not in after.nodes}
-        for address in sorted(gone):
-            self._log.info("Redis node left the cluster", node=address)
-            self._last_logged.pop(("redis", address), None)

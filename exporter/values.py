@@ -13,14 +13,14 @@ __all__ = ["parse_bool", "parse_duration", "parse_host_port", "parse_positive_in
 _UNITS = {
     "ns": 1e-9,
     "us": 1e-6,
-    "µs": 1e-6,  # noqa: RUF001 - Go accepts both micro signs
-    "μs": 1e-6,  # noqa: RUF001
+    "µs": 1e-6,
+    "μs": 1e-6,
     "ms": 1e-3,
     "s": 1.0,
     "m": 60.0,
     "h": 3600.0,
 }
-_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")  # noqa: RUF001
+_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
 _BARE_SECONDS = re.compile(r"\d+(?:\.\d*)?|\.\d+")
 
 DURATION_ACCEPTED = "a positive duration such as 500ms, 2s, 1m30s, or bare seconds (2, 0.5)"

@@ -1,24 +1,403 @@
-"""TLS and basic auth for the HTTP server (exporter-toolkit web config). Stub."""
+"""TLS, basic auth and response headers for the HTTP server (DEPWATCH_WEB_CONFIG_FILE).
+
+exporter.web_config says what the operator asked for; this module enforces it with
+an :class:`ssl.SSLContext` and aiohttp middlewares. Basic auth covers every path
+except /healthz and /readyz (kubelet probes carry no credentials and those pages
+reveal nothing); TLS and the configured headers cover everything.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import binascii
+import contextlib
+import hashlib
+import hmac
+import ipaddress
+import os
+import secrets
 import ssl
+import tempfile
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from aiohttp import web
+import bcrypt
+from aiohttp import hdrs, web
 
 from exporter.config import ConfigError, Settings
+from exporter.logs import get_logger
+from exporter.web_config import ENV, RateLimit, TlsServerConfig, WebConfig, load_web_config
 
-__all__ = ["WebSecurity", "load_web_security"]
+__all__ = ["EXEMPT_PATHS", "BasicAuth", "TlsReloader", "WebSecurity", "build_ssl_context",
+           "build_web_security", "load_web_security"]  # fmt: skip
+
+#: Paths served without basic auth (never without TLS when TLS is configured).
+EXEMPT_PATHS = frozenset({"/healthz", "/readyz"})
+WWW_AUTHENTICATE = 'Basic realm="depwatch"'
+#: How often, at most, a handshake checks whether the certificate files changed.
+RELOAD_CHECK_SECONDS = 5.0
+
+_VERIFY_MODES = {"NoClientCert": ssl.CERT_NONE, "VerifyClientCertIfGiven": ssl.CERT_OPTIONAL,
+                 "RequireAndVerifyClientCert": ssl.CERT_REQUIRED}  # fmt: skip
+_Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 @dataclass
 class WebSecurity:
     middlewares: list[web.Middleware] = field(default_factory=list)
     ssl_context: ssl.SSLContext | None = None
+    config: WebConfig | None = None
 
 
-def load_web_security(settings: Settings) -> WebSecurity:
-    if settings.web_config_file:
-        raise ConfigError("DEPWATCH_WEB_CONFIG_FILE is not supported yet")
-    return WebSecurity()
+def load_web_security(settings: Settings, *,
+                      reload_check: float = RELOAD_CHECK_SECONDS) -> WebSecurity:  # fmt: skip
+    """Read DEPWATCH_WEB_CONFIG_FILE; nothing to enforce when it is unset.
+
+    Raises :class:`ConfigError` (one line) for anything invalid or unreadable.
+    """
+    if not settings.web_config_file:
+        return WebSecurity()
+    return build_web_security(load_web_config(settings.web_config_file), reload_check=reload_check)
+
+
+def build_web_security(config: WebConfig, *,
+                       reload_check: float = RELOAD_CHECK_SECONDS) -> WebSecurity:  # fmt: skip
+    ssl_context = None
+    middlewares: list[web.Middleware] = []
+    if config.headers:  # outermost, so 401/403/404/429/500 carry the headers too
+        middlewares.append(headers_middleware(config.headers))
+    if config.tls is not None:
+        ssl_context = TlsReloader(config.tls, config.path, check_every=reload_check).context
+        if config.tls.client_allowed_sans is not None:
+            middlewares.append(client_sans_middleware(config.tls.client_allowed_sans))
+    if config.rate_limit is not None:
+        middlewares.append(rate_limit_middleware(config.rate_limit))
+    if config.users:
+        middlewares.append(basic_auth_middleware(BasicAuth(config.users)))
+    return WebSecurity(middlewares=middlewares, ssl_context=ssl_context, config=config)
+
+
+# --------------------------------------------------------------------------- TLS
+
+
+def build_ssl_context(tls: TlsServerConfig, config_path: Path) -> ssl.SSLContext:
+    """A server context for ``tls``, reading the files now; raises :class:`ConfigError`."""
+
+    def fail(key: str, problem: str) -> ConfigError:
+        where = f"invalid {ENV} {str(config_path)!r}: tls_server_config.{key}"
+        return ConfigError(f"{where}: {problem}")
+
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version, ctx.maximum_version = tls.min_version, tls.max_version
+    if tls.prefer_server_cipher_suites:
+        ctx.options |= ssl.OP_CIPHER_SERVER_PREFERENCE
+    else:
+        ctx.options &= ~ssl.OP_CIPHER_SERVER_PREFERENCE
+    try:
+        if tls.cipher_suites:
+            ctx.set_ciphers(":".join(tls.cipher_suites))
+    except ssl.SSLError:
+        raise fail("cipher_suites", "OpenSSL accepts none of these suites") from None
+    if tls.curve is not None:
+        ctx.set_ecdh_curve(tls.curve)
+    ctx.set_alpn_protocols(["http/1.1"])
+
+    def read(key: str, path: Path | None, inline: str | None) -> bytes:
+        if path is None:
+            return (inline or "").encode()
+        try:
+            return path.read_bytes()
+        except OSError as exc:
+            raise fail(key, f"cannot read {str(path)!r}: {exc.strerror}") from None
+
+    cert = read("cert_file" if tls.cert_file else "cert", tls.cert_file, tls.cert)
+    key_name = "key_file" if tls.key_file else "key"
+    key = read(key_name, tls.key_file, tls.key)
+    with _pem_files(cert, key) as (cert_path, key_path):
+        try:
+            ctx.load_cert_chain(cert_path, key_path, password=_refuse_password)
+        except _EncryptedKeyError:
+            raise fail(key_name, "encrypted private keys are not supported") from None
+        except ssl.SSLError as exc:
+            if not _is_certificate(cert):
+                raise fail(key_name.replace("key", "cert"), "not a PEM certificate") from None
+            reason = "does not match the certificate" if exc.reason == "KEY_VALUES_MISMATCH" \
+                else "not a PEM private key"  # fmt: skip
+            raise fail(key_name, reason) from None
+    if tls.client_ca_file or tls.client_ca:
+        ca_key = "client_ca_file" if tls.client_ca_file else "client_ca"
+        ca = read(ca_key, tls.client_ca_file, tls.client_ca)
+        try:
+            ctx.load_verify_locations(cadata=ca.decode("ascii", "replace"))
+        except (ssl.SSLError, ValueError):
+            raise fail(ca_key, "contains no PEM certificate") from None
+    ctx.verify_mode = _VERIFY_MODES[tls.client_auth_type]
+    return ctx
+
+
+class _EncryptedKeyError(Exception):
+    pass
+
+
+def _refuse_password() -> str:
+    """Passed to load_cert_chain so an encrypted key fails instead of prompting on a tty."""
+    raise _EncryptedKeyError
+
+
+def _is_certificate(pem: bytes) -> bool:
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cadata=pem.decode("ascii"))
+    except (ssl.SSLError, ValueError):
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def _pem_files(*contents: bytes) -> Iterator[list[str]]:
+    """Paths OpenSSL can open for in-memory PEM data (load_cert_chain takes paths only).
+
+    Anonymous memory files on Linux, so an inline key never touches a disk; a private
+    temporary directory elsewhere. Gone when the block exits.
+    """
+    with contextlib.ExitStack() as stack:
+        paths: list[str] = []
+        tmp: str | None = None
+        for data in contents:
+            if hasattr(os, "memfd_create"):
+                fd = os.memfd_create("depwatch-tls", os.MFD_CLOEXEC)
+                stack.callback(os.close, fd)
+                path = f"/proc/self/fd/{fd}"
+            else:  # pragma: no cover - non-Linux
+                tmp = tmp or stack.enter_context(tempfile.TemporaryDirectory())
+                path = os.path.join(tmp, str(len(paths)))
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                stack.callback(os.close, fd)
+            with open(fd, "wb", closefd=False) as out:
+                out.write(data)
+            paths.append(path)
+        yield paths
+
+
+class TlsReloader:
+    """The listening context; new handshakes pick up rotated certificate files.
+
+    ``context.sni_callback`` runs on every ClientHello (with or without SNI). At most
+    every ``check_every`` seconds it stats the files; when they changed it builds a
+    fresh context and from then on moves each new connection onto it
+    (``ssl_obj.context = ...`` swaps the certificate, key and client CA store while
+    the versions, ciphers and verify mode stay those of the listening context, which
+    the config fixes). A half-written rotation (cert and key not matching yet) keeps
+    the previous certificate and is retried at the next check.
+    """
+
+    def __init__(self, tls: TlsServerConfig, config_path: Path, *,
+                 check_every: float = RELOAD_CHECK_SECONDS,
+                 clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
+        self._tls, self._path, self._every, self._clock = tls, config_path, check_every, clock
+        self._stamp = self._stat()
+        self.context = build_ssl_context(tls, config_path)
+        self.current = self.context
+        self.context.sni_callback = self._on_client_hello
+        self._checked = clock()
+
+    def _stat(self) -> tuple[object, ...]:
+        stamps: list[object] = []
+        for path in self._tls.watched_files():
+            try:
+                st = path.stat()
+            except OSError as exc:
+                stamps.append(exc.errno)
+            else:
+                stamps.append((st.st_mtime_ns, st.st_size, st.st_ino, st.st_dev))
+        return tuple(stamps)
+
+    def maybe_reload(self) -> None:
+        now = self._clock()
+        if now - self._checked < self._every:
+            return
+        self._checked = now
+        stamp = self._stat()
+        if stamp == self._stamp:
+            return
+        try:
+            self.current = build_ssl_context(self._tls, self._path)
+        except ConfigError as exc:  # keep serving the previous certificate
+            get_logger().warning("cannot reload the TLS certificate; keeping the previous one",
+                                 error=str(exc))  # fmt: skip
+            return
+        self._stamp = stamp
+        get_logger().info("reloaded the TLS certificate", config=str(self._path))
+
+    def _on_client_hello(self, ssl_obj: ssl.SSLObject | ssl.SSLSocket, _server_name: str | None,
+                         _ctx: ssl.SSLContext) -> None:  # fmt: skip
+        try:
+            self.maybe_reload()
+            if self.current is not self.context:
+                ssl_obj.context = self.current
+        except Exception as exc:  # raising would abort the handshake
+            get_logger().warning("TLS certificate reload check failed", error=repr(exc))
+
+
+# ----------------------------------------------------------------- basic auth
+
+
+class BasicAuth:
+    """bcrypt verification with a cache that cannot be used to bypass it.
+
+    CVE-2022-46146 (exporter-toolkit): a cache lookup that did not bind the result
+    to the exact user, hash and password let a wrong password in. Here a cache entry
+    is keyed on (user, that user's hash, HMAC-SHA256 of the supplied password under a
+    per-process random key), only successes are cached, the cache is bounded (LRU),
+    and it never holds a plaintext password. Unknown users are verified against a
+    dummy hash of the same cost as the most expensive configured one, so a response
+    time does not tell which users exist.
+    """
+
+    def __init__(self, users: Mapping[str, bytes], *, cache_size: int = 256) -> None:
+        self._users = dict(users)
+        cost = max((int(h[4:6]) for h in self._users.values()), default=10)
+        self._dummy = bcrypt.hashpw(secrets.token_bytes(16), bcrypt.gensalt(rounds=cost))
+        self._hmac_key = secrets.token_bytes(32)
+        self._cache: OrderedDict[tuple[str, bytes, bytes], None] = OrderedDict()
+        self._cache_size = cache_size
+        # bcrypt is CPU-bound by design: one verification at a time, off the event loop.
+        self._slot = asyncio.Semaphore(1)
+
+    async def check(self, user: str, password: bytes) -> bool:
+        hashed = self._users.get(user)
+        target = self._dummy if hashed is None else hashed
+        digest = hmac.new(self._hmac_key, password, hashlib.sha256).digest()
+        key = (user, target, digest)
+        if hashed is not None and key in self._cache:
+            self._cache.move_to_end(key)
+            return True
+        async with self._slot:
+            ok = await asyncio.to_thread(_checkpw, password, target)
+        if not ok or hashed is None:
+            return False
+        self._cache[key] = None
+        while len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+        return True
+
+
+def _checkpw(password: bytes, hashed: bytes) -> bool:
+    # bcrypt only ever uses the first 72 bytes; bcrypt>=5 raises instead of truncating.
+    try:
+        return bcrypt.checkpw(password[:72], hashed)
+    except ValueError:
+        return False
+
+
+def parse_basic_authorization(header: str | None) -> tuple[str, bytes] | None:
+    """``Authorization: Basic base64(user:password)`` -> (user, password), else None."""
+    scheme, _, param = (header or "").strip().partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        user, sep, password = base64.b64decode(param.strip(), validate=True).partition(b":")
+        return (user.decode("utf-8"), password) if sep else None
+    except (binascii.Error, ValueError):
+        return None
+
+
+def _exempt(request: web.Request) -> bool:
+    """True when the router sent the request to /healthz or /readyz (not a look-alike)."""
+    resource = request.match_info.route.resource
+    return resource is not None and resource.canonical in EXEMPT_PATHS
+
+
+# ----------------------------------------------------------------- middlewares
+
+
+def basic_auth_middleware(auth: BasicAuth) -> web.Middleware:
+    @web.middleware
+    async def basic_auth(request: web.Request, handler: _Handler) -> web.StreamResponse:
+        if not _exempt(request):
+            creds = parse_basic_authorization(request.headers.get(hdrs.AUTHORIZATION))
+            if creds is None or not await auth.check(*creds):
+                return web.Response(status=401, text="401 Unauthorized",
+                                    headers={hdrs.WWW_AUTHENTICATE: WWW_AUTHENTICATE})  # fmt: skip
+        return await handler(request)
+
+    return basic_auth
+
+
+def headers_middleware(headers: Mapping[str, str]) -> web.Middleware:
+    """Set the configured headers on every response, error responses included."""
+    headers = dict(headers)
+
+    @web.middleware
+    async def set_headers(request: web.Request, handler: _Handler) -> web.StreamResponse:
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:
+            exc.headers.update(headers)
+            raise
+        except Exception:  # aiohttp's own 500 would go out without the headers
+            get_logger().exception("unhandled error serving request", path=request.path)
+            return web.Response(status=500, text="500 Internal Server Error", headers=headers)
+        if not response.prepared:
+            response.headers.update(headers)
+        return response
+
+    return set_headers
+
+
+def client_sans_middleware(allowed: tuple[str, ...]) -> web.Middleware:
+    """client_allowed_sans: 403 unless the verified client certificate has a listed SAN.
+
+    Python's ssl has no hook to reject the handshake itself, so the check runs on each
+    request of the connection instead (the toolkit fails the handshake).
+    """
+    allowed_set = frozenset(allowed)
+
+    @web.middleware
+    async def check_sans(request: web.Request, handler: _Handler) -> web.StreamResponse:
+        ssl_obj = request.transport.get_extra_info("ssl_object") if request.transport else None
+        cert = ssl_obj.getpeercert() if ssl_obj is not None else None
+        if not cert or allowed_set.isdisjoint(_sans(cert)):
+            return web.Response(status=403, text="403 Forbidden: client certificate not allowed")
+        return await handler(request)
+
+    return check_sans
+
+
+def _sans(cert: Mapping[str, object]) -> Iterator[str]:
+    for kind, value in cert.get("subjectAltName", ()):  # type: ignore[attr-defined]
+        if kind == "IP Address":
+            try:  # Go compares net.IP.String(): the compressed form
+                yield str(ipaddress.ip_address(value.strip()))
+            except ValueError:
+                yield value
+        elif kind in ("DNS", "email", "URI"):
+            yield value
+
+
+def rate_limit_middleware(
+    limit: RateLimit, *, clock: Callable[[], float] = time.monotonic
+) -> web.Middleware:
+    """rate_limit: a token bucket over all requests; 429 when empty.
+
+    /healthz and /readyz are not counted nor limited: a busy scraper must not get a
+    pod restarted by failing its kubelet probes.
+    """
+    state = {"tokens": float(limit.burst), "at": clock()}
+
+    @web.middleware
+    async def rate_limit(request: web.Request, handler: _Handler) -> web.StreamResponse:
+        if not _exempt(request):
+            now = clock()
+            tokens = min(limit.burst, state["tokens"] + (now - state["at"]) / limit.interval)
+            state["at"] = now
+            if tokens < 1:
+                state["tokens"] = tokens
+                return web.Response(status=429, text="429 Too Many Requests")
+            state["tokens"] = tokens - 1
+        return await handler(request)
+
+    return rate_limit

@@ -7,6 +7,7 @@ connection is discarded, so a late reply can never be read as the next command's
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 
@@ -85,10 +86,9 @@ class RedisNodeProbe:
     async def discard(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:
-            try:
+            # closing a broken socket may fail; there is nothing left to do about it
+            with contextlib.suppress(Exception):
                 await conn.disconnect(nowait=True)
-            except Exception:  # noqa: BLE001 - closing a broken socket may fail; nothing to do
-                pass
 
     async def close(self) -> None:
         await self.discard()

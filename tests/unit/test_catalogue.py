@@ -9,6 +9,7 @@ from exporter.metrics import CATALOGUE, render
 from exporter.model import (
     ClusterNode,
     ClusterTopology,
+    CycleResult,
     NodeCheck,
     NodeInfo,
     OtlpConfigInfo,
@@ -19,7 +20,6 @@ from exporter.model import (
     SocketObservation,
     frozen_map,
 )
-from exporter.model import CycleResult
 from exporter.snapshot import fold
 
 SPEC = Path(__file__).resolve().parents[3] / "shared" / "SPEC.md"

@@ -61,7 +61,7 @@ class _SecretsHandler(BaseHTTPRequestHandler):
     secret = '{"password": "from-aws"}'
     requests: list[dict] = []
 
-    def do_POST(self) -> None:  # noqa: N802 - http.server naming
+    def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["Content-Length"]))
         type(self).requests.append({"target": self.headers.get("X-Amz-Target"),
                                     "body": json.loads(body)})  # fmt: skip
