@@ -64,7 +64,7 @@ def test_signal_exits_zero_within_2s_with_every_target_blackholed(
     proxy.blackhole(True)
     env = _env(REDIS_ADDRESS=proxy.address, DEPWATCH_HEALTH_CHECK_TIMEOUT="10s",
                DEPWATCH_PROBE_INTERVAL="1s", DEPWATCH_LOG_LEVEL="debug")  # fmt: skip
-    with depwatch_process(env) as (proc, port):
+    with depwatch_process(env) as (proc, _port):
         wait_for(lambda: proxy.connections_accepted >= 1, timeout=10)
         time.sleep(0.3)  # the check is now hanging inside its attempt
         started = time.monotonic()

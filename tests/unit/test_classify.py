@@ -31,7 +31,6 @@ def wrapped(inner: BaseException) -> BaseException:
     (wrapped(ssl.SSLCertVerificationError("hostname mismatch")), Reason.TLS),
     (wrapped(ssl.SSLError("wrong version")), Reason.TLS),
     (TimeoutError(), Reason.TIMEOUT),
-    (TimeoutError(), Reason.TIMEOUT),
     (rx.TimeoutError("Timeout reading from socket"), Reason.TIMEOUT),
     (rx.AuthenticationError("invalid password"), Reason.AUTH),
     (rx.ResponseError("WRONGPASS invalid username-password pair"), Reason.AUTH),
