@@ -13,10 +13,10 @@ from html import escape
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
-from prometheus_client.aiohttp import make_aiohttp_handler
 
 from exporter import __version__
 from exporter.config import Settings
+from exporter.exposition import CachedExposition
 from exporter.metrics import build_registry
 from exporter.report import SectionBuilder, render_json, status_document
 from exporter.scheduler import Scheduler
@@ -73,7 +73,8 @@ def create_app(
         html = _LANDING.format(version=escape(__version__), metrics=escape(settings.metrics_path))
         return web.Response(text=html, content_type="text/html")
 
-    app.router.add_get(settings.metrics_path, make_aiohttp_handler(registry))
+    exposition = CachedExposition(registry, token=lambda: scheduler.snapshot)
+    app.router.add_get(settings.metrics_path, exposition.handle)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/status", status)

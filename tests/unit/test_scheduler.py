@@ -144,3 +144,31 @@ async def test_hung_probe_bounded_by_target_deadline() -> None:
     assert loop.time() - started < settings.target_deadline + 0.5
     node = snap.nodes["10.0.0.1:6379"]
     assert node.up is False and node.failed_total == {Reason.TIMEOUT: 1}
+
+
+@pytest.mark.asyncio
+async def test_metrics_cached_per_cycle_gzip_and_openmetrics() -> None:
+    import gzip
+
+    fake = FakeTime()
+    s = make_scheduler([0.001], fake)
+    await s.run_cycle()
+    app = create_app(s.settings, scheduler=s, run_loop=False)
+    async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+        first = await (await client.get("/metrics")).read()
+        assert b"redis_health_checks_total" in first
+        again = await (await client.get("/metrics")).read()
+        assert again == first  # same snapshot, same bytes (process_* included)
+        resp = await client.get("/metrics", headers={"Accept-Encoding": "gzip"},
+                                auto_decompress=False)  # fmt: skip
+        assert resp.headers["Content-Encoding"] == "gzip"
+        assert gzip.decompress(await resp.read()) == first
+        om = await client.get("/metrics", headers={
+            "Accept": "application/openmetrics-text; version=1.0.0"})  # fmt: skip
+        assert om.headers["Content-Type"].startswith("application/openmetrics-text")
+        assert (await om.text()).endswith("# EOF\n")
+        await s.run_cycle()
+        after = await (await client.get("/metrics")).read()
+        assert after != first
+        only = await (await client.get("/metrics?name[]=redis_health_check_up")).text()
+        assert "redis_health_check_up{" in only and "redis_health_checks_total" not in only

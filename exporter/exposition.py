@@ -1,0 +1,74 @@
+"""/metrics handler that renders once per probe cycle and serves cached bytes.
+
+The values only change when a cycle completes, so the exposition (and its gzip form)
+is built at most once per snapshot and content type, however often Prometheus
+scrapes. ``name[]`` filtering bypasses the cache.
+"""
+
+from __future__ import annotations
+
+import gzip
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from aiohttp import hdrs, web
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.metrics_core import Metric
+
+__all__ = ["CachedExposition"]
+
+
+@dataclass
+class _Entry:
+    token: object
+    body: bytes
+    gzipped: bytes | None = None
+
+
+@dataclass(frozen=True)
+class _Filtered:
+    """``name[]`` filtering that also works for unchecked collectors (no describe())."""
+
+    registry: CollectorRegistry
+    names: frozenset[str]
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self.registry.collect():
+            samples = [s for s in family.samples if s.name in self.names]
+            if samples:
+                family.samples = samples
+                yield family
+
+
+@dataclass
+class CachedExposition:
+    registry: CollectorRegistry
+    #: changes whenever the values may have changed (the scheduler's snapshot object)
+    token: Callable[[], object]
+    _cache: dict[str, _Entry] = field(default_factory=dict)
+
+    def _body(self, accept: str) -> tuple[bytes, str, _Entry | None]:
+        encoder, content_type = choose_encoder(accept)
+        token = self.token()
+        entry = self._cache.get(content_type)
+        if entry is None or entry.token is not token:
+            entry = _Entry(token, encoder(self.registry))
+            self._cache[content_type] = entry
+        return entry.body, content_type, entry
+
+    async def handle(self, request: web.Request) -> web.Response:
+        accept = ",".join(request.headers.getall(hdrs.ACCEPT, []))
+        names = request.query.getall("name[]", [])
+        if names:
+            encoder, content_type = choose_encoder(accept)
+            body = encoder(_Filtered(self.registry, frozenset(names)))  # type: ignore[arg-type]
+            return web.Response(body=body, headers={hdrs.CONTENT_TYPE: content_type})
+        body, content_type, entry = self._body(accept)
+        headers = {hdrs.CONTENT_TYPE: content_type}
+        if "gzip" in request.headers.get(hdrs.ACCEPT_ENCODING, "") and entry is not None:
+            if entry.gzipped is None:
+                entry.gzipped = gzip.compress(body, compresslevel=6)
+            headers[hdrs.CONTENT_ENCODING] = "gzip"
+            return web.Response(body=entry.gzipped, headers=headers)
+        return web.Response(body=body, headers=headers)
