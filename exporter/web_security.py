@@ -24,6 +24,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import bcrypt
 from aiohttp import hdrs, web
@@ -32,8 +33,10 @@ from exporter.config import ConfigError, Settings
 from exporter.logs import get_logger
 from exporter.web_config import ENV, RateLimit, TlsServerConfig, WebConfig, load_web_config
 
-__all__ = ["EXEMPT_PATHS", "BasicAuth", "TlsReloader", "WebSecurity", "build_ssl_context",
-           "build_web_security", "load_web_security"]  # fmt: skip
+__all__ = ["EXEMPT_PATHS", "BasicAuth", "TlsReloader", "WebSecurity", "basic_auth_middleware",
+           "build_ssl_context", "build_web_security", "client_sans_middleware",
+           "headers_middleware", "load_web_security", "parse_basic_authorization",
+           "rate_limit_middleware"]  # fmt: skip
 
 #: Paths served without basic auth (never without TLS when TLS is configured).
 EXEMPT_PATHS = frozenset({"/healthz", "/readyz"})
@@ -48,6 +51,8 @@ _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 @dataclass
 class WebSecurity:
+    """What serve() needs: middlewares for the app and the context for TCPSite."""
+
     middlewares: list[web.Middleware] = field(default_factory=list)
     ssl_context: ssl.SSLContext | None = None
     config: WebConfig | None = None
@@ -78,6 +83,11 @@ def build_web_security(config: WebConfig, *,
         middlewares.append(rate_limit_middleware(config.rate_limit))
     if config.users:
         middlewares.append(basic_auth_middleware(BasicAuth(config.users)))
+    tls = config.tls
+    get_logger().info("web config loaded", config=str(config.path), tls=tls is not None,
+                      client_auth=tls.client_auth_type if tls else None,
+                      basic_auth_users=len(config.users), headers=sorted(config.headers),
+                      rate_limit=config.rate_limit is not None)  # fmt: skip
     return WebSecurity(middlewares=middlewares, ssl_context=ssl_context, config=config)
 
 
@@ -102,8 +112,11 @@ def build_ssl_context(tls: TlsServerConfig, config_path: Path) -> ssl.SSLContext
             ctx.set_ciphers(":".join(tls.cipher_suites))
     except ssl.SSLError:
         raise fail("cipher_suites", "OpenSSL accepts none of these suites") from None
-    if tls.curve is not None:
-        ctx.set_ecdh_curve(tls.curve)
+    try:
+        if tls.curve is not None:
+            ctx.set_ecdh_curve(tls.curve)
+    except (ssl.SSLError, ValueError):
+        raise fail("curve_preferences", "not available in this OpenSSL") from None
     ctx.set_alpn_protocols(["http/1.1"])
 
     def read(key: str, path: Path | None, inline: str | None) -> bytes:
@@ -163,19 +176,21 @@ def _pem_files(*contents: bytes) -> Iterator[list[str]]:
     Anonymous memory files on Linux, so an inline key never touches a disk; a private
     temporary directory elsewhere. Gone when the block exits.
     """
+    use_memfd = hasattr(os, "memfd_create") and os.path.isdir("/proc/self/fd")
     with contextlib.ExitStack() as stack:
         paths: list[str] = []
         tmp: str | None = None
         for data in contents:
-            if hasattr(os, "memfd_create"):
+            try:
+                if not use_memfd:
+                    raise OSError
                 fd = os.memfd_create("depwatch-tls", os.MFD_CLOEXEC)
-                stack.callback(os.close, fd)
                 path = f"/proc/self/fd/{fd}"
-            else:  # pragma: no cover - non-Linux
+            except OSError:  # not Linux, no /proc, or memfd refused (seccomp)
                 tmp = tmp or stack.enter_context(tempfile.TemporaryDirectory())
                 path = os.path.join(tmp, str(len(paths)))
                 fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-                stack.callback(os.close, fd)
+            stack.callback(os.close, fd)
             with open(fd, "wb", closefd=False) as out:
                 out.write(data)
             paths.append(path)
@@ -238,7 +253,7 @@ class TlsReloader:
             self.maybe_reload()
             if self.current is not self.context:
                 ssl_obj.context = self.current
-        except Exception as exc:  # raising would abort the handshake
+        except Exception as exc:  # noqa: BLE001 - raising here aborts the handshake
             get_logger().warning("TLS certificate reload check failed", error=repr(exc))
 
 
@@ -260,7 +275,7 @@ class BasicAuth:
     def __init__(self, users: Mapping[str, bytes], *, cache_size: int = 256) -> None:
         self._users = dict(users)
         cost = max((int(h[4:6]) for h in self._users.values()), default=10)
-        self._dummy = bcrypt.hashpw(secrets.token_bytes(16), bcrypt.gensalt(rounds=cost))
+        self._dummy = bcrypt.hashpw(secrets.token_hex(16).encode(), bcrypt.gensalt(rounds=cost))
         self._hmac_key = secrets.token_bytes(32)
         self._cache: OrderedDict[tuple[str, bytes, bytes], None] = OrderedDict()
         self._cache_size = cache_size
@@ -338,7 +353,7 @@ def headers_middleware(headers: Mapping[str, str]) -> web.Middleware:
         except web.HTTPException as exc:
             exc.headers.update(headers)
             raise
-        except Exception:  # aiohttp's own 500 would go out without the headers
+        except Exception:  # noqa: BLE001 - aiohttp's own 500 would lack the headers
             get_logger().exception("unhandled error serving request", path=request.path)
             return web.Response(status=500, text="500 Internal Server Error", headers=headers)
         if not response.prepared:
@@ -367,8 +382,9 @@ def client_sans_middleware(allowed: tuple[str, ...]) -> web.Middleware:
     return check_sans
 
 
-def _sans(cert: Mapping[str, object]) -> Iterator[str]:
-    for kind, value in cert.get("subjectAltName", ()):  # type: ignore[attr-defined]
+def _sans(cert: Mapping[str, Any]) -> Iterator[str]:
+    """The SAN values Go matches: DNS names, e-mails, IPs and URIs."""
+    for kind, value in cert.get("subjectAltName", ()):
         if kind == "IP Address":
             try:  # Go compares net.IP.String(): the compressed form
                 yield str(ipaddress.ip_address(value.strip()))
