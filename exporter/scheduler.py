@@ -42,6 +42,9 @@ class Clock:
 
 #: extra work run concurrently with the Redis checks; each fills part of a CycleResult
 CyclePart = Callable[[ClusterTopology | None], Awaitable[dict[str, object]]]
+#: runs after every part finished, over all their fields (e.g. a mismatch that needs
+#: both the OTLP probes and the socket table of the same cycle)
+Combiner = Callable[[dict[str, object]], dict[str, object]]
 
 
 @dataclass
@@ -49,6 +52,7 @@ class CycleParts:
     """Optional cycle parts (OTLP probes, socket table), keyed by CycleResult field."""
 
     parts: list[CyclePart] = field(default_factory=list)
+    combiners: list[Combiner] = field(default_factory=list)
 
 
 class Scheduler:
@@ -165,6 +169,8 @@ class Scheduler:
         extra: dict[str, object] = {}
         for task in part_tasks:
             extra.update(task.result())
+        for combine in self._parts.combiners:
+            extra.update(combine(extra))
         if topology is not None and topology.cluster and self._needs_refresh(topology, checks):
             self._refresh_requested = True
         cycle = CycleResult(started_at=started, finished_at=self.clock.wall(), topology=topology,

@@ -1,0 +1,215 @@
+"""Which OTLP probes to send: the collector host resolved to every address, each probed
+on the gRPC port, the HTTP port and the configured port.
+
+:func:`build_plan` is pure (addresses in, targets out); :func:`resolve` is the only
+I/O here; :func:`probe_collector` puts the two together with the probes for callers
+that want one call per cycle.
+
+Every address of the host is probed, so a headless Service shows each collector
+pod and a ClusterIP Service its one virtual IP. A name that does not resolve gives
+every planned probe the reason ``dns``; the plan then uses the addresses seen last
+time (so the same series go down) or, before any success, the host name itself as
+the endpoint's host part.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from exporter.model import OtlpProbeResult, Reason
+from exporter.otlp_config import OtlpSettings, format_hostport
+
+if TYPE_CHECKING:
+    import aiohttp
+    from structlog.typing import FilteringBoundLogger
+
+__all__ = [
+    "MAX_ADDRESSES",
+    "CollectorProbe",
+    "OtlpTarget",
+    "Resolution",
+    "build_plan",
+    "failed_results",
+    "probe_collector",
+    "resolve",
+]
+
+MAX_ADDRESSES = 16
+DEFAULT_HTTP_PATH = "/v1/metrics"
+
+GetAddrInfo = Callable[..., Awaitable[list[tuple[Any, ...]]]]
+
+
+@dataclass(frozen=True, slots=True)
+class OtlpTarget:
+    """One probe to send: a protocol on one address and port."""
+
+    #: IP literal to dial (the host name when it did not resolve)
+    address: str
+    port: int
+    protocol: str
+    tls: bool
+    #: HTTP request path; "" for grpc
+    path: str = ""
+
+    @property
+    def endpoint(self) -> str:
+        """The ``endpoint`` label: ``ip:port``, IPv6 in brackets."""
+        return format_hostport(self.address, self.port)
+
+
+@dataclass(frozen=True, slots=True)
+class Resolution:
+    host: str
+    addresses: tuple[str, ...]
+    #: short description when resolution failed (no secrets: it is about a host name)
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass(frozen=True, slots=True)
+class CollectorProbe:
+    """One cycle's OTLP probing: what the host resolved to, what was sent, what came back."""
+
+    resolution: Resolution
+    plan: tuple[OtlpTarget, ...]
+    results: tuple[OtlpProbeResult, ...]
+
+
+def _ip_literal(host: str) -> str | None:
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        return None
+
+
+def _stable(addresses: Sequence[str], limit: int) -> tuple[str, ...]:
+    """Deduplicated, sorted (IPv4 first) and capped, so that DNS round-robin order
+    does not reshuffle the series from one cycle to the next."""
+    ips = {ipaddress.ip_address(a) for a in addresses}
+    return tuple(str(ip) for ip in sorted(ips, key=lambda ip: (ip.version, ip)))[:limit]
+
+
+async def resolve(
+    host: str,
+    *,
+    time_limit: float,
+    getaddrinfo: GetAddrInfo | None = None,
+    limit: int = MAX_ADDRESSES,
+) -> Resolution:
+    """All addresses of ``host`` (up to ``limit``); IP literals pass through."""
+    literal = _ip_literal(host)
+    if literal is not None:
+        return Resolution(host, (literal,))
+    lookup = getaddrinfo or asyncio.get_running_loop().getaddrinfo
+    try:
+        async with asyncio.timeout(time_limit):
+            infos = await lookup(host, None, type=socket.SOCK_STREAM)
+    except TimeoutError:
+        return Resolution(host, (), error="name resolution timed out")
+    except (OSError, UnicodeError) as exc:
+        detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+        return Resolution(host, (), error=f"name resolution failed: {detail}")
+    found = [
+        str(info[4][0]).partition("%")[0]
+        for info in infos
+        if info[0] in (socket.AF_INET, socket.AF_INET6)
+    ]
+    if not found:
+        return Resolution(host, (), error="name resolution returned no addresses")
+    return Resolution(host, _stable(found, limit))
+
+
+def build_plan(
+    settings: OtlpSettings,
+    addresses: Sequence[str],
+    *,
+    grpc_port: int,
+    http_port: int,
+) -> tuple[OtlpTarget, ...]:
+    """Per address: grpc on ``grpc_port``, HTTP on ``http_port``, and the configured
+    protocol on the configured port when that is not already one of them.
+
+    The HTTP probe uses ``http/json`` only when the application is configured for it.
+    Each protocol uses the TLS an exporter of that protocol would use with the same
+    configuration (:meth:`OtlpSettings.tls_for`).
+    """
+    http_protocol = "http/json" if settings.protocol == "http/json" else "http/protobuf"
+    http_path = settings.path if settings.protocol != "grpc" else DEFAULT_HTTP_PATH
+    wanted = (
+        ("grpc", grpc_port),
+        (http_protocol, http_port),
+        (settings.protocol, settings.port),
+    )
+    plan: list[OtlpTarget] = []
+    seen: set[tuple[str, int, str]] = set()
+    for address in addresses:
+        for protocol, port in wanted:
+            key = (address, port, protocol)
+            if key in seen:
+                continue
+            seen.add(key)
+            path = "" if protocol == "grpc" else http_path
+            plan.append(OtlpTarget(address, port, protocol, settings.tls_for(protocol), path))
+    return tuple(plan)
+
+
+def failed_results(
+    plan: Sequence[OtlpTarget], reason: str, error: str | None
+) -> tuple[OtlpProbeResult, ...]:
+    """Results for a plan that could not be sent (e.g. reason ``dns``)."""
+    return tuple(
+        OtlpProbeResult(
+            endpoint=t.endpoint, protocol=t.protocol, ok=False, reason=reason, error=error,
+            port=t.port,
+        )
+        for t in plan
+    )  # fmt: skip
+
+
+async def probe_collector(
+    settings: OtlpSettings,
+    *,
+    grpc_port: int,
+    http_port: int,
+    session: aiohttp.ClientSession,
+    time_limit: float | None = None,
+    previous_addresses: Sequence[str] = (),
+    getaddrinfo: GetAddrInfo | None = None,
+    log: FilteringBoundLogger | None = None,
+) -> CollectorProbe:
+    """Resolve, plan and send every probe concurrently; never raises for a target failure.
+
+    ``time_limit`` bounds each probe (and the name lookup); it defaults to the
+    application's OTLP timeout. ``session`` comes from :func:`otlp_http.new_session`.
+    """
+    from exporter.probes import otlp_grpc, otlp_http
+
+    log = log or structlog.get_logger(__name__)
+    budget = settings.timeout_seconds if time_limit is None else time_limit
+    resolution = await resolve(settings.host, time_limit=budget, getaddrinfo=getaddrinfo)
+    if not resolution.ok:
+        addresses = tuple(previous_addresses) or (settings.host,)
+        plan = build_plan(settings, addresses, grpc_port=grpc_port, http_port=http_port)
+        log.debug("otlp name resolution failed", host=settings.host, error=resolution.error)
+        return CollectorProbe(resolution, plan, failed_results(plan, Reason.DNS, resolution.error))
+
+    plan = build_plan(settings, resolution.addresses, grpc_port=grpc_port, http_port=http_port)
+
+    async def one(target: OtlpTarget) -> OtlpProbeResult:
+        if target.protocol == "grpc":
+            return await otlp_grpc.probe(target, settings, time_limit=budget, log=log)
+        return await otlp_http.probe(target, settings, session=session, time_limit=budget, log=log)
+
+    results = await asyncio.gather(*(one(t) for t in plan))
+    return CollectorProbe(resolution, plan, tuple(results))
