@@ -60,6 +60,8 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     # From the first instant: as PID 1 the kernel ignores SIGTERM without a handler,
     # which is how pods end up stuck in Terminating. The event loop replaces this.
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    # gRPC's C core logs to stderr on its own; keep stderr one JSON object per line.
+    os.environ.setdefault("GRPC_VERBOSITY", "NONE")
     parser = build_parser()
     args = parser.parse_args(argv)
     flags: dict[str, Any] = vars(args)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 from google.protobuf import json_format
+from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2 as pb
 
 __all__ = ["RECEIVER_STATS", "ReceiverStats", "create_app", "start", "stats"]
@@ -62,7 +63,7 @@ async def _export(request: web.Request) -> web.Response:
             json_format.Parse(body.decode("utf-8"), message, ignore_unknown_fields=True)
         else:
             return web.Response(status=415, text=f"use {_PROTOBUF} or {_JSON}")
-    except Exception:  # DecodeError, ParseError, UnicodeDecodeError: a bad request
+    except (DecodeError, json_format.ParseError, UnicodeDecodeError):
         return web.Response(status=400, text="body is not an ExportMetricsServiceRequest")
     counters.exports += 1
     counters.resource_metrics += len(message.resource_metrics)
@@ -85,7 +86,11 @@ async def start(
     """Start the receiver; returns the runner (``await runner.cleanup()`` to stop) and
     the bound port (useful with ``port=0``)."""
     runner = web.AppRunner(
-        create_app(counters), access_log=None, handle_signals=False, logger=_quiet_logger()
+        create_app(counters),
+        access_log=None,
+        handle_signals=False,
+        logger=_quiet_logger(),
+        shutdown_timeout=0.5,  # depwatch must stop within 2 s of SIGTERM
     )
     await runner.setup()
     site = web.TCPSite(runner, host, port)

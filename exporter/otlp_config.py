@@ -253,8 +253,10 @@ def parse_otlp_env(env: Mapping[str, str]) -> OtlpSettings | None:
     client_cert = _get(env, "CLIENT_CERTIFICATE")
     client_key = _get(env, "CLIENT_KEY")
     if (client_cert is None) != (client_key is None):
-        missing = _BASE + ("CLIENT_KEY" if client_key is None else "CLIENT_CERTIFICATE")
-        raise OtlpConfigError(missing, "", "a file path when a client certificate/key is set")
+        given = (client_cert or client_key or ("", ""))[0]
+        prefix = _SIGNAL if given.startswith(_SIGNAL) else _BASE
+        missing = prefix + ("CLIENT_KEY" if client_key is None else "CLIENT_CERTIFICATE")
+        raise OtlpConfigError(missing, "", f"a file path, since {given} is set")
 
     return OtlpSettings(
         signal=SIGNAL,

@@ -124,6 +124,31 @@ def describe(
 ) -> list[str]:
     """Plain-English lines for the ``check`` report: what is configured, what works,
     and what to change."""
+    lines = _configuration_lines(settings)
+    groups: dict[tuple[str, int], list[OtlpProbeResult]] = {}
+    for r in results:
+        groups.setdefault((r.protocol, r.port), []).append(r)
+    for (protocol, port), group in groups.items():
+        mark = " (configured)" if (protocol, port) == (settings.protocol, settings.port) else ""
+        lines.append(f"{protocol} on port {port}{mark}: {_summary(group)}.")
+
+    ports = {"grpc": grpc_port, "http": http_port}
+    if mismatch.get("configured_unreachable"):
+        lines.append(_unreachable_line(settings, mismatch, ports))
+    if mismatch.get("port_protocol"):
+        lines.append(_port_protocol_line(settings, ports))
+    if mismatch.get("observed_port") and observed_ports:
+        lines.append(_observed_line(settings, observed_ports, ports))
+    configured = groups.get((settings.protocol, settings.port), [])
+    configured_ok = any(r.ok for r in configured)
+    if configured and not configured_ok and not mismatch.get("configured_unreachable"):
+        lines.append(_unreachable_hint(settings, configured))
+    if not any(mismatch.values()) and configured_ok:
+        lines.append("The configuration matches what the collector accepts.")
+    return lines
+
+
+def _configuration_lines(settings: OtlpSettings) -> list[str]:
     source = f"endpoint from {settings.endpoint_variable}, " + (
         f"protocol from {settings.protocol_variable}"
         if settings.protocol_variable
@@ -139,64 +164,61 @@ def describe(
             "unless OTEL_EXPORTER_OTLP_INSECURE=true; an HTTP exporter needs a full URL "
             "(depwatch assumed http://)."
         )
-
-    groups: dict[tuple[str, int], list[OtlpProbeResult]] = {}
-    for r in results:
-        groups.setdefault((r.protocol, r.port), []).append(r)
-    for (protocol, port), group in groups.items():
-        mark = " (configured)" if (protocol, port) == (settings.protocol, settings.port) else ""
-        lines.append(f"{protocol} on port {port}{mark}: {_summary(group)}.")
-
-    other_protocol, other_port = _other(settings, grpc_port=grpc_port, http_port=http_port)
-    configured = groups.get((settings.protocol, settings.port), [])
-    configured_ok = any(r.ok for r in configured)
-    if mismatch.get("configured_unreachable"):
-        lines.append(
-            f"Mismatch: the configured {settings.protocol} on port {settings.port} fails while "
-            f"{other_protocol} on port {other_port} works. To fix, "
-            f"{_switch(settings, other_protocol, other_port)}"
-            + (
-                ""
-                if mismatch.get("port_protocol")
-                else f"; or make the collector accept {settings.protocol} on port {settings.port}"
-            )
-            + "."
-        )
-    if mismatch.get("port_protocol"):
-        grpc_configured = settings.protocol == "grpc"
-        right_port = grpc_port if grpc_configured else http_port
-        endpoint_variable, _ = _variables(settings)
-        keep = _suggested_endpoint(settings, settings.protocol, right_port)
-        lines.append(
-            f"Mismatch: {settings.protocol} is configured on port {settings.port}, the "
-            f"{'OTLP/HTTP' if grpc_configured else 'OTLP/gRPC'} port. To fix, set "
-            f"{endpoint_variable}={keep} to keep {settings.protocol}, or "
-            f"{_switch(settings, other_protocol, settings.port)}."
-        )
-    if mismatch.get("observed_port") and observed_ports:
-        ports = ", ".join(str(p) for p in sorted(observed_ports))
-        used = sorted(observed_ports - {settings.port})
-        guess = ""
-        if used == [http_port] and settings.protocol == "grpc":
-            guess = f" The application's exporter posts OTLP/HTTP to {http_port}: "
-        elif used == [grpc_port] and settings.protocol in _HTTP:
-            guess = f" The application's exporter speaks gRPC to {grpc_port}: "
-        if guess:
-            guess += (
-                "the code uses a different exporter than the configuration says (the Go OTLP "
-                "exporters ignore OTEL_EXPORTER_OTLP_PROTOCOL; the imported package, "
-                "otlpmetricgrpc or otlpmetrichttp, decides). Make the configuration say what "
-                f"the code does: {_switch(settings, other_protocol, other_port)}."
-            )
-        lines.append(
-            f"Mismatch: the pod's live connections to the collector use port {ports}, "
-            f"not the configured {settings.port}.{guess}"
-        )
-    if configured and not configured_ok and not mismatch.get("configured_unreachable"):
-        lines.append(_unreachable_hint(settings, configured))
-    if not any(mismatch.values()) and configured_ok:
-        lines.append("The configuration matches what the collector accepts.")
     return lines
+
+
+def _unreachable_line(
+    settings: OtlpSettings, mismatch: dict[str, bool], ports: dict[str, int]
+) -> str:
+    other_protocol, other_port = _other(settings, grpc_port=ports["grpc"], http_port=ports["http"])
+    line = (
+        f"Mismatch: the configured {settings.protocol} on port {settings.port} fails while "
+        f"{other_protocol} on port {other_port} works. To fix, "
+        f"{_switch(settings, other_protocol, other_port)}"
+    )
+    if not mismatch.get("port_protocol"):
+        line += f"; or make the collector accept {settings.protocol} on port {settings.port}"
+    return line + "."
+
+
+def _port_protocol_line(settings: OtlpSettings, ports: dict[str, int]) -> str:
+    grpc_configured = settings.protocol == "grpc"
+    right_port = ports["grpc"] if grpc_configured else ports["http"]
+    other_protocol = "http/protobuf" if grpc_configured else "grpc"
+    endpoint_variable, _ = _variables(settings)
+    keep = _suggested_endpoint(settings, settings.protocol, right_port)
+    return (
+        f"Mismatch: {settings.protocol} is configured on port {settings.port}, the "
+        f"{'OTLP/HTTP' if grpc_configured else 'OTLP/gRPC'} port. To fix, set "
+        f"{endpoint_variable}={keep} to keep {settings.protocol}, or "
+        f"{_switch(settings, other_protocol, settings.port)}."
+    )
+
+
+def _observed_line(
+    settings: OtlpSettings, observed_ports: frozenset[int], ports: dict[str, int]
+) -> str:
+    shown = ", ".join(str(p) for p in sorted(observed_ports))
+    noun = "port" if len(observed_ports) == 1 else "ports"
+    line = (
+        f"Mismatch: the pod's live connections to the collector use {noun} {shown}, "
+        f"not the configured {settings.port}."
+    )
+    used = sorted(observed_ports - {settings.port})
+    if used == [ports["http"]] and settings.protocol == "grpc":
+        line += f" The application's exporter posts OTLP/HTTP to {ports['http']}: "
+        switch = _switch(settings, "http/protobuf", ports["http"])
+    elif used == [ports["grpc"]] and settings.protocol in _HTTP:
+        line += f" The application's exporter speaks gRPC to {ports['grpc']}: "
+        switch = _switch(settings, "grpc", ports["grpc"])
+    else:
+        return line
+    return line + (
+        "the code uses a different exporter than the configuration says (the Go OTLP "
+        "exporters ignore OTEL_EXPORTER_OTLP_PROTOCOL; the imported package, "
+        "otlpmetricgrpc or otlpmetrichttp, decides). Make the configuration say what "
+        f"the code does: {switch}."
+    )
 
 
 def _unreachable_hint(settings: OtlpSettings, configured: Sequence[OtlpProbeResult]) -> str:

@@ -88,6 +88,7 @@ _TRANSPORT_MARKERS: tuple[tuple[str, Reason], ...] = (
     ("Hostname Verification", Reason.TLS),
     ("SSL_ERROR", Reason.TLS),
     ("CERTIFICATE_VERIFY_FAILED", Reason.TLS),
+    ("security handshaker", Reason.TLS),  # "Failed to create security handshaker." (bad CA)
     ("errors resolving", Reason.DNS),
     ("DNS resolution failed", Reason.DNS),
     ("Domain name not found", Reason.DNS),
@@ -123,8 +124,13 @@ def _read(path: str | None) -> bytes | None:
 
 
 def _credentials(settings: OtlpSettings) -> grpc.ChannelCredentials:
+    """Raises OSError / ValueError when a file cannot be read or holds no PEM certificate
+    (gRPC itself would only say "Failed to create security handshaker")."""
+    roots = _read(settings.ca_file)
+    if roots is not None and b"-----BEGIN CERTIFICATE-----" not in roots:
+        raise ValueError("the CA file holds no PEM certificate")
     return grpc.ssl_channel_credentials(
-        root_certificates=_read(settings.ca_file),
+        root_certificates=roots,
         private_key=_read(settings.client_key_file),
         certificate_chain=_read(settings.client_cert_file),
     )
@@ -187,7 +193,8 @@ async def probe(
         try:
             credentials = _credentials(settings)
         except (OSError, ValueError) as exc:
-            return failed(Reason.TLS, f"cannot read the TLS files: {type(exc).__name__}")
+            detail = str(exc) if isinstance(exc, ValueError) else type(exc).__name__
+            return failed(Reason.TLS, f"cannot read the TLS files: {detail}")
         channel = grpc.aio.secure_channel(address, credentials, options=options)
     else:
         channel = grpc.aio.insecure_channel(address, options=options)
@@ -210,7 +217,7 @@ async def probe(
         return failed(classify_rpc_error(exc.code(), details), f"{exc.code().name}: {short}")
     except TimeoutError:
         return failed(Reason.TIMEOUT, "deadline exceeded")
-    except Exception as exc:  # e.g. metadata grpc refuses; a probe reports, it does not raise
+    except Exception as exc:  # noqa: BLE001 - e.g. metadata grpc refuses; a probe never raises
         # only the type: the message may quote the metadata, i.e. header values
         return failed(Reason.OTHER, f"{type(exc).__name__} while sending the request")
     finally:

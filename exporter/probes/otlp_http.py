@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 import aiohttp
 import structlog
 from google.protobuf import json_format
+from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2 as pb
 from yarl import URL
 
@@ -179,7 +180,7 @@ def _parse_ok(
             json_format.Parse(body.decode("utf-8"), response, ignore_unknown_fields=True)
         else:
             response.ParseFromString(body)
-    except Exception as exc:  # DecodeError, ParseError, UnicodeDecodeError: all "not OTLP"
+    except (DecodeError, json_format.ParseError, ValueError, RecursionError) as exc:
         raise ValueError(
             f"response body is not an ExportMetricsServiceResponse ({type(exc).__name__})"
         ) from None
@@ -270,7 +271,7 @@ async def probe(
             elapsed = clock() - start
             status = response.status
             response_type = response.headers.get("Content-Type")
-    except Exception as exc:  # a probe reports, it does not raise
+    except Exception as exc:  # noqa: BLE001 - a probe reports every failure, it never raises
         return result(classify_exception(exc), _short(exc))
 
     if not 100 <= status <= 599:

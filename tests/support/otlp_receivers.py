@@ -63,6 +63,10 @@ class TlsFiles:
     key_file: str
     cert_pem: bytes
     key_pem: bytes
+    #: a client certificate and key signed by the same CA (for mutual TLS)
+    client_cert_file: str = ""
+    client_key_file: str = ""
+    ca_pem: bytes = b""
 
 
 def make_tls_files(directory: str) -> TlsFiles:
@@ -77,7 +81,17 @@ def make_tls_files(directory: str) -> TlsFiles:
         f.write(chain)
     with open(paths[3], "wb") as f:
         f.write(key)
-    return TlsFiles(*paths, cert_pem=chain, key_pem=key)
+    client = ca.issue_cert("depwatch-client")
+    client_cert, client_key = (
+        os.path.join(directory, "client.pem"),
+        os.path.join(directory, "client.key"),
+    )
+    client.cert_chain_pems[0].write_to_path(client_cert)
+    client.private_key_pem.write_to_path(client_key)
+    return TlsFiles(
+        *paths, cert_pem=chain, key_pem=key, client_cert_file=client_cert,
+        client_key_file=client_key, ca_pem=ca.cert_pem.bytes(),
+    )  # fmt: skip
 
 
 def closed_port() -> socket.socket:
@@ -125,6 +139,8 @@ class GrpcReceiver:
 
     status: grpc.StatusCode | None = None
     tls: TlsFiles | None = None
+    #: with tls: demand a client certificate signed by the CA
+    require_client_cert: bool = False
     #: report a partial success with this many rejected data points
     rejected: int = 0
     requests: int = 0
@@ -136,7 +152,11 @@ class GrpcReceiver:
         server = grpc.aio.server()
         pb_grpc.add_MetricsServiceServicer_to_server(_MetricsService(self), server)
         if self.tls is not None:
-            credentials = grpc.ssl_server_credentials([(self.tls.key_pem, self.tls.cert_pem)])
+            credentials = grpc.ssl_server_credentials(
+                [(self.tls.key_pem, self.tls.cert_pem)],
+                root_certificates=self.tls.ca_pem if self.require_client_cert else None,
+                require_client_auth=self.require_client_cert,
+            )
             self.port = server.add_secure_port(f"{HOST}:{port}", credentials)
         else:
             self.port = server.add_insecure_port(f"{HOST}:{port}")
@@ -169,6 +189,7 @@ class HttpReceiver:
     paths: list[str] = field(default_factory=list)
     port: int = 0
     _runner: web.AppRunner | None = None
+    _release: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         self.requests += 1
@@ -182,7 +203,8 @@ class HttpReceiver:
         else:
             message.ParseFromString(raw)
         if self.body == NEVER:
-            await asyncio.sleep(3600)
+            await self._release.wait()
+            raise web.HTTPServiceUnavailable
         if self.status != 200:
             return web.Response(status=self.status, text="receiver configured to fail")
         if self.body == GARBAGE:
@@ -207,19 +229,22 @@ class HttpReceiver:
     async def start(self) -> int:
         app = web.Application()
         app.router.add_post("/{tail:.*}", self._handle)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False, logger=_quiet_logger())
+        runner = web.AppRunner(
+            app, access_log=None, handle_signals=False, logger=_quiet_logger(), shutdown_timeout=0
+        )
         await runner.setup()
         ssl_context = None
         if self.tls is not None:
             ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             ssl_context.load_cert_chain(self.tls.cert_file, self.tls.key_file)
-        site = web.TCPSite(runner, HOST, 0, ssl_context=ssl_context, shutdown_timeout=0)
+        site = web.TCPSite(runner, HOST, 0, ssl_context=ssl_context)
         await site.start()
         self._runner = runner
         self.port = int(runner.addresses[0][1])
         return self.port
 
     async def stop(self) -> None:
+        self._release.set()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
