@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 
 from redis.credentials import CredentialProvider
 from redis.exceptions import ResponseError
+from structlog.typing import FilteringBoundLogger
 
 from exporter.classify import classify_redis_error, describe_error
 from exporter.config import Settings
@@ -72,7 +73,7 @@ async def discover(
     credentials: CredentialProvider | None,
     previous: ClusterTopology | None,
     wall_clock: Callable[[], float],
-    log: object | None = None,
+    log: FilteringBoundLogger | None = None,
 ) -> ClusterTopology:
     """A fresh topology, or the previous node list marked with the failure's reason."""
     now = wall_clock()
@@ -88,7 +89,7 @@ async def discover(
         except Exception as exc:  # noqa: BLE001 - try the next candidate
             reason = classify_redis_error(exc)
             if log is not None:
-                log.debug("topology refresh failed", node=address, reason=str(reason),  # type: ignore[attr-defined]
+                log.debug("topology refresh failed", node=address, reason=str(reason),
                           error=describe_error(exc))  # fmt: skip
             continue
         if topology.nodes:
