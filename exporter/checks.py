@@ -15,7 +15,7 @@ from typing import Protocol
 from exporter.classify import classify_redis_error, describe_error
 from exporter.model import NodeCheck, NodeInfo, Reason
 
-__all__ = ["CheckPolicy", "NodeProbe", "run_check"]
+__all__ = ["CheckPolicy", "NodeProbe", "PingBarrier", "run_check"]
 
 _NOT_RETRIED = frozenset({Reason.AUTH})
 _TOPOLOGY_HINTS = ("MOVED", "ASK", "CLUSTERDOWN")
@@ -34,6 +34,35 @@ class CheckPolicy(Protocol):
     health_check_backoff: float
 
 
+class PingBarrier:
+    """Lets every node's first PING finish before the cycle's other work starts.
+
+    All probes share one event loop: a PING whose reply arrives while the loop parses
+    another node's INFO or builds a gRPC channel would report that CPU time as network
+    latency. The first attempts go out together; INFO and the OTLP probes wait for them
+    (at most ``cap`` seconds, so a hanging node delays nothing for long).
+    """
+
+    def __init__(self, parties: int, *, cap: float) -> None:
+        self._pending = parties
+        self._cap = cap
+        self._event = asyncio.Event()
+        if parties <= 0:
+            self._event.set()
+
+    def arrive(self) -> None:
+        self._pending -= 1
+        if self._pending <= 0:
+            self._event.set()
+
+    async def wait(self) -> None:
+        try:
+            async with asyncio.timeout(self._cap):
+                await self._event.wait()
+        except TimeoutError:
+            pass
+
+
 async def run_check(
     probe: NodeProbe,
     policy: CheckPolicy,
@@ -42,6 +71,7 @@ async def run_check(
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     secrets: tuple[str, ...] = (),
     with_info: bool = True,
+    barrier: PingBarrier | None = None,
 ) -> NodeCheck:
     """Run one check against one node; never raises for a target failure."""
     failures: list[Reason] = []
@@ -54,6 +84,8 @@ async def run_check(
             async with asyncio.timeout(policy.health_check_timeout):
                 rtt = await probe.ping()
         except Exception as exc:  # noqa: BLE001 - every failure is classified
+            if barrier is not None and attempt == 1:
+                barrier.arrive()
             reason = classify_redis_error(exc)
             failures.append(reason)
             error = describe_error(exc, secrets=secrets)
@@ -63,6 +95,10 @@ async def run_check(
             if reason in _NOT_RETRIED:
                 break
             continue
+        if barrier is not None:
+            if attempt == 1:
+                barrier.arrive()
+            await barrier.wait()
         info = await _read_info(probe, policy) if with_info else None
         return NodeCheck(
             node=probe.address, ok=True, attempts=attempt, attempt_failures=tuple(failures),

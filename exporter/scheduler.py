@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from structlog.typing import FilteringBoundLogger
 
-from exporter.checks import NodeProbe, run_check
+from exporter.checks import NodeProbe, PingBarrier, run_check
 from exporter.config import Settings
 from exporter.credentials import PasswordCredentials
 from exporter.model import (
@@ -51,6 +51,9 @@ Combiner = Callable[[dict[str, object]], dict[str, object]]
 class CycleParts:
     """Optional cycle parts (OTLP probes, socket table), keyed by CycleResult field."""
 
+    #: run before any probe, so nothing of ours is connecting meanwhile (the socket table)
+    first: list[CyclePart] = field(default_factory=list)
+    #: run beside the Redis checks, once their first PINGs are done (OTLP probes)
     parts: list[CyclePart] = field(default_factory=list)
     combiners: list[Combiner] = field(default_factory=list)
 
@@ -77,6 +80,7 @@ class Scheduler:
         self._probes: dict[str, NodeProbe] = {}
         self._topology: ClusterTopology | None = None
         self._refresh_requested = True
+        self._discovery: asyncio.Task[ClusterTopology] | None = None
         self._transitions = TransitionLog(log, clock=self.clock.monotonic)
         self.snapshot = Snapshot(redis_enabled=settings.redis_enabled,
                                  otlp_enabled=settings.otlp is not None)  # fmt: skip
@@ -107,12 +111,27 @@ class Scheduler:
             return None
         now = self.clock.wall()
         stale = self._topology is None or now - self._topology.discovered_at >= s.topology_refresh
-        if self._refresh_requested or stale:
-            self._topology = await discover(s, credentials=self._credentials,
-                                            previous=self._topology, wall_clock=self.clock.wall,
-                                            log=self.log)  # fmt: skip
+        if (self._refresh_requested or stale) and self._discovery is None:
             self._refresh_requested = False
-            await self._sync_probes(self._topology)
+            self._discovery = asyncio.create_task(
+                discover(s, credentials=self._credentials, previous=self._topology,
+                         wall_clock=self.clock.wall, log=self.log),
+                name="depwatch-topology-refresh")  # fmt: skip
+        if self._discovery is not None:
+            # A refresh tries seeds and known nodes one after another, so while the whole
+            # cluster hangs it takes (candidates x timeout). Only the first cycle waits for
+            # it to end; later ones wait a bounded time and otherwise probe the previous
+            # topology, the refresh carrying on for a later cycle. A cycle thus stays
+            # within the /healthz threshold however many nodes hang.
+            if self._topology is None:
+                await asyncio.wait({self._discovery})
+            else:
+                await asyncio.wait({self._discovery},
+                                   timeout=min(s.health_check_timeout, s.probe_interval))
+            if self._discovery.done():
+                done, self._discovery = self._discovery, None
+                self._topology = done.result()
+                await self._sync_probes(self._topology)
         return self._topology
 
     async def _sync_probes(self, topology: ClusterTopology) -> None:
@@ -126,12 +145,13 @@ class Scheduler:
             if address not in self._probes:
                 self._probes[address] = self._factory(address)
 
-    async def _check_node(self, probe: NodeProbe) -> NodeCheck:
+    async def _check_node(self, probe: NodeProbe, barrier: PingBarrier) -> NodeCheck:
         deadline = self.settings.target_deadline + 0.25
         try:
             async with asyncio.timeout(deadline):
                 return await run_check(probe, self.settings, wall_clock=self.clock.wall,
-                                       sleep=self.clock.sleep, secrets=self._secrets())  # fmt: skip
+                                       sleep=self.clock.sleep, secrets=self._secrets(),
+                                       barrier=barrier)  # fmt: skip
         except TimeoutError:
             close = getattr(probe, "discard", None)
             if close is not None:
@@ -162,11 +182,19 @@ class Scheduler:
             await self._credentials.refresh()
         topology = await self._topology_for_cycle()
         probes = [self._probes[a] for a in topology.addresses] if topology else []
-        async with asyncio.TaskGroup() as group:
-            node_tasks = [group.create_task(self._check_node(p)) for p in probes]
-            part_tasks = [group.create_task(part(topology)) for part in self._parts.parts]
-        checks = tuple(t.result() for t in node_tasks)
         extra: dict[str, object] = {}
+        for first in self._parts.first:
+            extra.update(await first(topology))
+        barrier = PingBarrier(len(probes), cap=min(0.25, self.settings.health_check_timeout))
+
+        async def after_pings(part: CyclePart) -> dict[str, object]:
+            await barrier.wait()
+            return await part(topology)
+
+        async with asyncio.TaskGroup() as group:
+            node_tasks = [group.create_task(self._check_node(p, barrier)) for p in probes]
+            part_tasks = [group.create_task(after_pings(part)) for part in self._parts.parts]
+        checks = tuple(t.result() for t in node_tasks)
         for task in part_tasks:
             extra.update(task.result())
         for combine in self._parts.combiners:
@@ -196,6 +224,10 @@ class Scheduler:
             await self.clock.sleep(max(0.0, interval - (self.clock.monotonic() - began)))
 
     async def close(self) -> None:
+        discovery, self._discovery = self._discovery, None
+        if discovery is not None:
+            discovery.cancel()
+            await asyncio.gather(discovery, return_exceptions=True)
         probes, self._probes = list(self._probes.values()), {}
         for probe in probes:
             close = getattr(probe, "close", None)

@@ -66,6 +66,8 @@ class SocketPart:
         s = self._settings
         redis_map = await self._redis_addresses(topology)
         await self._collector_addresses()
+        # This part runs before the cycle's probes open anything (CycleParts.first): a
+        # connection of ours made while the table is read would count as the application's.
         sockets = await asyncio.to_thread(
             observe, s.proc_path, redis_nodes=redis_map, collector=self._collector_map,
             collector_hosts=self._collector_hosts, own_inodes=own_socket_inodes(),
@@ -117,7 +119,7 @@ def budget_problems(snapshot: Snapshot, replicas: int | None) -> list[str]:
 
 def add_socket_part(settings: Settings, runtime: Any, parts: CycleParts, *,
                     log: FilteringBoundLogger) -> None:  # fmt: skip
-    parts.parts.append(SocketPart(settings, log=log))
+    parts.first.append(SocketPart(settings, log=log))
     replicas = settings.app_replicas
     scheduler = runtime.scheduler
     runtime.sections.append(("connection_budget",
