@@ -14,7 +14,8 @@ import trustme
 
 from exporter.config import Settings
 from exporter.web_config import load_web_config
-from exporter.web_security import TlsReloader, load_web_security
+from exporter.web_security import load_web_security
+from exporter.web_tls import TlsReloader
 
 WriteConfig = Callable[[str], Path]
 PATHS = ("/metrics", "/healthz", "/readyz", "/status", "/")
