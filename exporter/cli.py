@@ -113,15 +113,19 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None,
     from aiohttp import web
 
     from exporter.app import create_app
-    from exporter.web_security import load_web_security
     from exporter.wiring import build_runtime
 
     log = get_logger()
-    security = load_web_security(settings)
+    middlewares: list[web.Middleware] = []
+    ssl_context = None
+    if settings.web_config_file:  # bcrypt and yaml are loaded only when configured
+        from exporter.web_security import load_web_security
+
+        security = load_web_security(settings)
+        middlewares, ssl_context = security.middlewares, security.ssl_context
     runtime = runtime or build_runtime(settings, log=log)
     app = create_app(settings, scheduler=runtime.scheduler, sections=runtime.sections,
-                     extra_problems=runtime.extra_problems,
-                     middlewares=security.middlewares)  # fmt: skip
+                     extra_problems=runtime.extra_problems, middlewares=middlewares)  # fmt: skip
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -131,7 +135,7 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None,
     await runner.setup()
     try:
         host, port = settings.listen_address
-        site = web.TCPSite(runner, host or None, port, ssl_context=security.ssl_context,
+        site = web.TCPSite(runner, host or None, port, ssl_context=ssl_context,
                            reuse_address=True)  # fmt: skip
         await site.start()
         log.info("depwatch listening", address=_show_listen(settings),
