@@ -120,6 +120,8 @@ def budget_problems(snapshot: Snapshot, replicas: int | None) -> list[str]:
 def add_socket_part(settings: Settings, runtime: Any, parts: CycleParts, *,
                     log: FilteringBoundLogger) -> None:  # fmt: skip
     parts.first.append(SocketPart(settings, log=log))
+    if not settings.redis_enabled:
+        return  # the socket table still serves the collector's connections
     replicas = settings.app_replicas
     scheduler = runtime.scheduler
     runtime.sections.append(("connection_budget",
