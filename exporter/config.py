@@ -354,6 +354,9 @@ def _check_consistency(s: Settings) -> None:
         if tls_only:
             raise ConfigError(f"{tls_only[0]} is set but REDIS_ADDRESS is unset: "
                               "expected REDIS_ADDRESS (host:port) as well")  # fmt: skip
+    if s.app_replicas is not None and s.redis_address is None:
+        raise ConfigError("DEPWATCH_APP_REPLICAS (--replicas) is set but REDIS_ADDRESS is unset: "
+                          "expected REDIS_ADDRESS for the connection budget")  # fmt: skip
     if (s.redis_tls_ca_file or s.redis_tls_server_name or s.redis_tls_insecure_skip_verify) and (
         not s.redis_tls_enabled
     ):

@@ -63,6 +63,7 @@ def test_incident_settings() -> None:
     ({"REDIS_TLS_ENABLED": "true"}, "REDIS_ADDRESS"),
     ({"REDIS_TLS_SERVER_NAME": "x", "REDIS_ADDRESS": "a:1"}, "REDIS_TLS_ENABLED"),
     ({"DEPWATCH_OTLP_GRPC_PORT": "4318"}, "DEPWATCH_OTLP_HTTP_PORT"),
+    ({"DEPWATCH_APP_REPLICAS": "72"}, "DEPWATCH_APP_REPLICAS"),
 ])  # fmt: skip
 def test_invalid_setting_exit_2_one_line(env: dict, variable: str,
                                          capsys: pytest.CaptureFixture[str]) -> None:
