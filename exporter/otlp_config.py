@@ -178,13 +178,14 @@ def _split_endpoint(name: str, value: str) -> tuple[SplitResult, str | None]:
     accepted = "a URL such as http://collector:4318, or host:port"
     shown = _redact_endpoint(value)
     scheme: str | None = None
+    try:  # urlsplit itself raises ValueError on e.g. an unbalanced "[" of an IPv6 host
+        parts = urlsplit(value if "://" in value else "//" + value)
+    except ValueError:
+        raise OtlpConfigError(name, shown, accepted) from None
     if "://" in value:
-        parts = urlsplit(value)
         scheme = parts.scheme.lower()
         if scheme not in _SCHEME_PORTS:
             raise OtlpConfigError(name, shown, accepted + " (scheme http or https)")
-    else:
-        parts = urlsplit("//" + value)
     try:
         parts.port  # noqa: B018 - raises ValueError on a bad port
         host = parts.hostname

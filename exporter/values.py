@@ -20,8 +20,9 @@ _UNITS = {
     "m": 60.0,
     "h": 3600.0,
 }
-_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
-_BARE_SECONDS = re.compile(r"\d+(?:\.\d*)?|\.\d+")
+# ASCII digits only (re.ASCII): Go rejects Arabic-Indic and other Unicode digits too
+_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)", re.ASCII)
+_BARE_SECONDS = re.compile(r"\d+(?:\.\d*)?|\.\d+", re.ASCII)
 
 DURATION_ACCEPTED = "a positive duration such as 500ms, 2s, 1m30s, or bare seconds (2, 0.5)"
 BOOL_ACCEPTED = "true/false, 1/0, yes/no"
@@ -65,10 +66,10 @@ def parse_bool(text: str) -> bool:
 
 def parse_positive_int(text: str, *, maximum: int | None = None) -> int:
     accepted = "a positive integer" + (f" up to {maximum}" if maximum else "")
-    try:
-        value = int(text.strip(), 10)
-    except ValueError:
-        raise ValueError(accepted) from None
+    digits = text.strip()
+    if not (digits.isascii() and digits.isdigit()):
+        raise ValueError(accepted)
+    value = int(digits, 10)
     if value <= 0 or (maximum is not None and value > maximum):
         raise ValueError(accepted)
     return value
@@ -86,6 +87,6 @@ def parse_host_port(text: str, *, default_host: str = "") -> tuple[str, int]:
         host, sep, port_text = value.rpartition(":")
         if not sep or ":" in host:
             raise ValueError(accepted)
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+    if not (port_text.isascii() and port_text.isdigit()) or not 0 < int(port_text) < 65536:
         raise ValueError(accepted)
     return (host or default_host), int(port_text)

@@ -18,7 +18,7 @@ def test_durations(text: str, seconds: float) -> None:
 
 
 @pytest.mark.parametrize("text", ["", "0", "0s", "-1s", "1x", "s", "1s2", "abc", "1 s", "inf",
-                                  "nan", "1e3", "--1s", "0ms"])  # fmt: skip
+                                  "nan", "1e3", "--1s", "0ms", "\u0661s", "\u0661"])  # fmt: skip
 def test_invalid_durations(text: str) -> None:
     with pytest.raises(ValueError, match="positive duration"):
         parse_duration(text)
@@ -47,7 +47,7 @@ def test_host_port(text: str, parsed: tuple[str, int]) -> None:
 
 
 @pytest.mark.parametrize("text", ["redis", "redis:", "redis:0", "redis:70000", "::1:6379",
-                                  "[::1]6379", "redis:abc"])  # fmt: skip
+                                  "[::1]6379", "redis:abc", "redis:\u0661"])  # fmt: skip
 def test_invalid_host_port(text: str) -> None:
     with pytest.raises(ValueError, match="host:port"):
         parse_host_port(text)
@@ -55,6 +55,6 @@ def test_invalid_host_port(text: str) -> None:
 
 def test_positive_int() -> None:
     assert parse_positive_int("1000") == 1000
-    for bad in ("0", "-1", "1.5", "x", ""):
+    for bad in ("0", "-1", "1.5", "x", "", "+5", "\u0661\u0660", " 1 0"):
         with pytest.raises(ValueError, match="positive integer"):
             parse_positive_int(bad)
