@@ -1,5 +1,5 @@
 """``python -m exporter`` is the same as ``depwatch``."""
 
-from exporter.cli import main
+from exporter.entry import main
 
 raise SystemExit(main())

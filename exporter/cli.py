@@ -16,6 +16,7 @@ from typing import Any, NoReturn
 
 from exporter import __version__
 from exporter.config import ConfigError, Settings, add_setting_flags, load_settings
+from exporter.entry import exit_on_sigterm
 from exporter.logs import configure_logging, get_logger
 
 __all__ = ["main"]
@@ -52,14 +53,10 @@ def _fail(message: str) -> int:
     return EXIT_CONFIG
 
 
-def _exit_on_sigterm(_signum: int, _frame: object) -> NoReturn:
-    raise SystemExit(EXIT_OK)
-
-
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
-    # From the first instant: as PID 1 the kernel ignores SIGTERM without a handler,
-    # which is how pods end up stuck in Terminating. The event loop replaces this.
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    # As PID 1 the kernel ignores SIGTERM without a handler (pods stuck in Terminating);
+    # exporter.entry installs it before the imports, this covers direct calls of main().
+    signal.signal(signal.SIGTERM, exit_on_sigterm)
     # gRPC's C core logs to stderr on its own; keep stderr one JSON object per line.
     os.environ.setdefault("GRPC_VERBOSITY", "NONE")
     parser = build_parser()

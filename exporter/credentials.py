@@ -67,11 +67,16 @@ def _aws_fetcher(settings: Settings) -> SecretFetcher:
             raise CredentialsError(
                 "REDIS_PASSWORD_FROM_SECRETS needs boto3: pip install 'depwatch[aws]'"
             ) from None
+        from botocore.config import Config
+
         try:
             client = boto3.client(
                 "secretsmanager",
                 region_name=settings.aws_region,
                 endpoint_url=settings.aws_endpoint_url,
+                # one short attempt: a refresh must never hold up the probe loop for long
+                config=Config(connect_timeout=2, read_timeout=2,
+                              retries={"max_attempts": 1, "mode": "standard"}),
             )
             response = client.get_secret_value(SecretId=settings.aws_secret_name)
         except ClientError as exc:
@@ -124,6 +129,7 @@ class PasswordCredentials(CredentialProvider):
         self._fetched_at: float | None = None
         self._refetch_after = refetch_after
         self._clock = clock
+        self._fetching: asyncio.Task[str] | None = None
         self.error: str | None = None
 
     @property
@@ -152,13 +158,27 @@ class PasswordCredentials(CredentialProvider):
         if self._fetch is not None:
             now = self._clock()
             stale = self._fetched_at is None or now - self._fetched_at >= self._refetch_after
-            if force or stale:
-                try:
-                    self._fetched = await asyncio.to_thread(self._fetch)
-                    self.error = None
-                except CredentialsError as exc:
-                    self.error = str(exc)
+            if (force or stale) and self._fetching is None:
+                self._fetching = asyncio.create_task(asyncio.to_thread(self._fetch))
                 self._fetched_at = now
+            if self._fetching is not None:
+                await self._collect_fetch()
+
+    async def _collect_fetch(self) -> None:
+        """Wait a bounded time for the in-flight fetch; a slow one finishes in a later cycle
+        (the first wait is longer: no password is known yet)."""
+        assert self._fetching is not None
+        await asyncio.wait({self._fetching}, timeout=10.0 if self._fetched is None else 0.5)
+        if not self._fetching.done():
+            return
+        task, self._fetching = self._fetching, None
+        try:
+            self._fetched = task.result()
+            self.error = None
+        except CredentialsError as exc:
+            self.error = str(exc)
+        except Exception as exc:  # noqa: BLE001 - boto3 may raise anything; keep the old one
+            self.error = f"Secrets Manager fetch failed: {type(exc).__name__}"
 
     def password(self) -> str | None:
         if self._static is not None:

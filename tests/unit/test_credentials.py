@@ -106,3 +106,32 @@ async def test_secrets_manager_with_endpoint_url(secrets_endpoint: str) -> None:
     assert creds.get_credentials() == (encode_token("from-aws", "base64-alnum"),)
     assert _SecretsHandler.requests[0]["target"] == "secretsmanager.GetSecretValue"
     assert _SecretsHandler.requests[0]["body"]["SecretId"] == "traffic-tacos/redis/auth-token"
+
+
+@pytest.mark.asyncio
+async def test_secrets_manager_hanging_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A blackholed endpoint: one short attempt, then an error (never the loop held up)."""
+    import asyncio
+    import socket
+    import time
+
+    listener = socket.create_server(("127.0.0.1", 0))  # accepts (backlog), never answers
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+    try:
+        settings = load_settings({
+            "REDIS_PASSWORD_FROM_SECRETS": "true", "AWS_SECRET_NAME": "s",
+            "AWS_REGION": "us-east-1",
+            "AWS_ENDPOINT_URL": f"http://127.0.0.1:{listener.getsockname()[1]}",
+        })  # fmt: skip
+        creds = build_credentials(settings)
+        assert creds is not None
+        started = time.monotonic()
+        await creds.refresh()
+        assert time.monotonic() - started < 8
+        assert creds.error is not None and "Secrets Manager" in creds.error
+        with pytest.raises(CredentialsError):
+            creds.get_credentials()
+        await asyncio.sleep(0)
+    finally:
+        listener.close()
