@@ -86,3 +86,34 @@ async def test_secret_redacted_from_error() -> None:
     check = await run_check(probe, Policy(), wall_clock=lambda: 0.0, sleep=Sleeps(),
                             secrets=("hunter2",))  # fmt: skip
     assert check.error is not None and "hunter2" not in check.error
+
+
+class OldServerConnection:
+    """Answers like Redis 6: INFO takes one section at most."""
+
+    is_connected = True
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, ...]] = []
+
+    async def send_command(self, *args: str, check_health: bool = True) -> None:
+        self.sent.append(args)
+
+    async def read_response(self) -> str:
+        if len(self.sent[-1]) > 2:
+            raise rx.ResponseError("ERR syntax error")
+        return "# Clients\r\nconnected_clients:4\r\nmaxclients:100\r\n"
+
+
+@pytest.mark.asyncio
+async def test_info_sections_fall_back_to_plain_info_on_old_servers() -> None:
+    from exporter.config import load_settings
+    from exporter.probes.redis import RedisNodeProbe
+
+    probe = RedisNodeProbe("n:1", load_settings({}), credentials=None)
+    conn = OldServerConnection()
+    probe._conn = conn  # type: ignore[assignment]  # a fake connection: no network here
+    first = await probe.info()
+    second = await probe.info()
+    assert first == second == NodeInfo(connected_clients=4, maxclients=100)
+    assert conn.sent == [("INFO", "clients", "stats", "replication"), ("INFO",), ("INFO",)]
