@@ -15,7 +15,7 @@ from typing import Protocol
 from exporter.classify import classify_redis_error, describe_error
 from exporter.model import NodeCheck, NodeInfo, Reason
 
-__all__ = ["CheckPolicy", "NodeProbe", "PingBarrier", "run_check"]
+__all__ = ["CheckPolicy", "Gate", "NodeProbe", "PingBarrier", "run_check"]
 
 _NOT_RETRIED = frozenset({Reason.AUTH})
 _TOPOLOGY_HINTS = ("MOVED", "ASK", "CLUSTERDOWN")
@@ -32,6 +32,13 @@ class CheckPolicy(Protocol):
     health_check_attempts: int
     health_check_timeout: float
     health_check_backoff: float
+
+
+class Gate(Protocol):
+    """Told when a check's first attempt ended; waited on before its INFO."""
+
+    def arrive(self) -> None: ...
+    async def wait(self) -> None: ...
 
 
 class PingBarrier:
@@ -71,7 +78,7 @@ async def run_check(
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     secrets: tuple[str, ...] = (),
     with_info: bool = True,
-    barrier: PingBarrier | None = None,
+    barrier: Gate | None = None,
 ) -> NodeCheck:
     """Run one check against one node; never raises for a target failure."""
     failures: list[Reason] = []

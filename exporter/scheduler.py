@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from structlog.typing import FilteringBoundLogger
 
-from exporter.checks import NodeProbe, PingBarrier, run_check
+from exporter.checks import Gate, NodeProbe, PingBarrier, run_check
 from exporter.config import Settings
 from exporter.credentials import PasswordCredentials
 from exporter.model import (
@@ -29,6 +29,27 @@ from exporter.snapshot import fold
 from exporter.transitions import TransitionLog
 
 __all__ = ["Clock", "CycleParts", "Scheduler"]
+
+#: Checks start one after another while each first PING answers within STAGGER_STEP,
+#: for at most STAGGER_BUDGET per cycle; then the rest start together. Alone on the
+#: loop a PING measures the network, not the other nodes' replies being processed.
+STAGGER_STEP = 0.02
+STAGGER_BUDGET = 0.1
+
+
+class _NodeGate:
+    """One node's view of the cycle's PingBarrier, also telling the stagger loop."""
+
+    def __init__(self, barrier: PingBarrier) -> None:
+        self._barrier = barrier
+        self.first_attempt_done = asyncio.Event()
+
+    def arrive(self) -> None:
+        self.first_attempt_done.set()
+        self._barrier.arrive()
+
+    async def wait(self) -> None:
+        await self._barrier.wait()
 
 
 @dataclass(frozen=True)
@@ -145,7 +166,7 @@ class Scheduler:
             if address not in self._probes:
                 self._probes[address] = self._factory(address)
 
-    async def _check_node(self, probe: NodeProbe, barrier: PingBarrier) -> NodeCheck:
+    async def _check_node(self, probe: NodeProbe, barrier: Gate) -> NodeCheck:
         deadline = self.settings.target_deadline + 0.25
         try:
             async with asyncio.timeout(deadline):
@@ -192,7 +213,12 @@ class Scheduler:
             return await part(topology)
 
         async with asyncio.TaskGroup() as group:
-            node_tasks = [group.create_task(self._check_node(p, barrier)) for p in probes]
+            node_tasks = []
+            stagger_until = asyncio.get_running_loop().time() + STAGGER_BUDGET
+            for probe in probes:
+                gate = _NodeGate(barrier)
+                node_tasks.append(group.create_task(self._check_node(probe, gate)))
+                await _wait_briefly(gate.first_attempt_done, until=stagger_until)
             part_tasks = [group.create_task(after_pings(part)) for part in self._parts.parts]
         checks = tuple(t.result() for t in node_tasks)
         for task in part_tasks:
@@ -233,3 +259,15 @@ class Scheduler:
             close = getattr(probe, "close", None)
             if close is not None:
                 await close()
+
+
+async def _wait_briefly(event: asyncio.Event, *, until: float) -> None:
+    """Wait for ``event`` at most STAGGER_STEP, and never past ``until`` (loop time)."""
+    left = min(STAGGER_STEP, until - asyncio.get_running_loop().time())
+    if left <= 0:
+        return
+    try:
+        async with asyncio.timeout(left):
+            await event.wait()
+    except TimeoutError:
+        pass
