@@ -104,8 +104,7 @@ async def run_check_command(settings: Settings, *, output: str) -> int:
     return EXIT_OK if document["ok"] else EXIT_PROBLEM
 
 
-async def serve(settings: Settings, *, ready: asyncio.Event | None = None,
-                runtime: Any = None) -> int:
+async def serve(settings: Settings) -> int:
     """Serve until SIGTERM/SIGINT; stop within 2 s."""
     from aiohttp import web
 
@@ -120,7 +119,7 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None,
 
         security = load_web_security(settings)
         middlewares, ssl_context = security.middlewares, security.ssl_context
-    runtime = runtime or build_runtime(settings, log=log)
+    runtime = build_runtime(settings, log=log)
     app = create_app(settings, scheduler=runtime.scheduler, sections=runtime.sections,
                      extra_problems=runtime.extra_problems, middlewares=middlewares)  # fmt: skip
     stop = asyncio.Event()
@@ -137,8 +136,6 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None,
         await site.start()
         log.info("depwatch listening", address=_show_listen(settings),
                  metrics_path=settings.metrics_path, version=__version__)  # fmt: skip
-        if ready is not None:
-            ready.set()
         await stop.wait()
         log.info("depwatch stopping")
     finally:

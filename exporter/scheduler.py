@@ -166,12 +166,13 @@ class Scheduler:
             if address not in self._probes:
                 self._probes[address] = self._factory(address)
 
-    async def _check_node(self, probe: NodeProbe, barrier: Gate) -> NodeCheck:
+    async def _check_node(self, probe: NodeProbe, barrier: Gate,
+                          secrets: tuple[str, ...]) -> NodeCheck:
         deadline = self.settings.target_deadline + 0.25
         try:
             async with asyncio.timeout(deadline):
                 return await run_check(probe, self.settings, wall_clock=self.clock.wall,
-                                       sleep=self.clock.sleep, secrets=self._secrets(),
+                                       sleep=self.clock.sleep, secrets=secrets,
                                        barrier=barrier)  # fmt: skip
         except TimeoutError:
             close = getattr(probe, "discard", None)
@@ -214,10 +215,11 @@ class Scheduler:
 
         async with asyncio.TaskGroup() as group:
             node_tasks = []
+            secrets = self._secrets()  # once per cycle: a password file is stat()ed here
             stagger_until = asyncio.get_running_loop().time() + STAGGER_BUDGET
             for probe in probes:
                 gate = _NodeGate(barrier)
-                node_tasks.append(group.create_task(self._check_node(probe, gate)))
+                node_tasks.append(group.create_task(self._check_node(probe, gate, secrets)))
                 await _wait_briefly(gate.first_attempt_done, until=stagger_until)
             part_tasks = [group.create_task(after_pings(part)) for part in self._parts.parts]
         checks = tuple(t.result() for t in node_tasks)
