@@ -10,6 +10,7 @@ is synchronous file reading and parsing (run it with ``asyncio.to_thread``);
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import socket
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -71,6 +72,22 @@ def _os_error(path: Path, exc: OSError) -> str:
     return f"cannot read {path}: {exc.strerror or type(exc).__name__}"
 
 
+def _never_raises(
+    probe: Callable[..., SocketObservation],
+) -> Callable[..., SocketObservation]:
+    """A probe reports, never raises: an unexpected error becomes ``error``."""
+
+    @functools.wraps(probe)
+    def wrapper(*args: Any, **kwargs: Any) -> SocketObservation:
+        try:
+            return probe(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - a probe reports, never raises
+            return SocketObservation(error=f"socket table not read: {type(exc).__name__}")
+
+    return wrapper
+
+
+@_never_raises
 def observe(
     proc_root: Path,
     *,
@@ -95,26 +112,6 @@ def observe(
     ``own_inodes`` normally comes from
     :func:`exporter.sockets.own_inodes.own_socket_inodes`, taken just before.
     """
-    try:
-        return _observe(
-            proc_root,
-            redis_nodes=redis_nodes,
-            collector=collector,
-            collector_hosts=collector_hosts,
-            own_inodes=own_inodes,
-        )
-    except Exception as exc:  # noqa: BLE001 - a probe reports, never raises
-        return SocketObservation(error=f"socket table not read: {type(exc).__name__}")
-
-
-def _observe(
-    proc_root: Path,
-    *,
-    redis_nodes: Mapping[tuple[str, int], str],
-    collector: Mapping[tuple[str, int], str],
-    collector_hosts: frozenset[str],
-    own_inodes: frozenset[int],
-) -> SocketObservation:
     targets: dict[tuple[str, int], _Key] = {}
     for kind, mapping in (("redis", redis_nodes), ("collector", collector)):
         for (ip, port), label in mapping.items():
