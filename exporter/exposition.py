@@ -3,10 +3,18 @@
 The values only change when a cycle completes, so the exposition (and its gzip form)
 is built at most once per snapshot and content type, however often Prometheus
 scrapes. ``name[]`` filtering bypasses the cache.
+
+Content negotiation is prometheus_client's own (:func:`choose_encoder`). One thing is
+changed: for OpenMetrics with ``escaping=underscores`` (what Prometheus asks for),
+the encoder runs with ``allow-utf-8`` instead. For names in the legacy character set
+(every name depwatch exposes; the catalogue test checks them) both write the same
+bytes, but the underscores path escapes every sample name one character at a time
+in Python, which was half of a render (4.9 -> 2.5 ms for ~480 samples).
 """
 
 from __future__ import annotations
 
+import functools
 import gzip
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -15,8 +23,24 @@ from aiohttp import hdrs, web
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import Metric
+from prometheus_client.openmetrics import exposition as openmetrics
 
-__all__ = ["CachedExposition"]
+Encoder = Callable[[CollectorRegistry], bytes]
+
+__all__ = ["CachedExposition", "negotiate"]
+
+
+def negotiate(accept: str) -> tuple[Encoder, str]:
+    """prometheus_client's encoder and content type for ``accept``, with the
+    OpenMetrics underscores escaping swapped for its byte-identical fast path."""
+    encoder, content_type = choose_encoder(accept)
+    if (
+        isinstance(encoder, functools.partial)
+        and encoder.func is openmetrics.generate_latest
+        and encoder.keywords.get("escaping") == openmetrics.UNDERSCORES
+    ):
+        encoder = functools.partial(encoder, escaping=openmetrics.ALLOWUTF8)
+    return encoder, content_type
 
 
 @dataclass
@@ -49,7 +73,7 @@ class CachedExposition:
     _cache: dict[str, _Entry] = field(default_factory=dict)
 
     def _body(self, accept: str) -> tuple[bytes, str, _Entry | None]:
-        encoder, content_type = choose_encoder(accept)
+        encoder, content_type = negotiate(accept)
         token = self.token()
         entry = self._cache.get(content_type)
         if entry is None or entry.token is not token:
@@ -61,7 +85,7 @@ class CachedExposition:
         accept = ",".join(request.headers.getall(hdrs.ACCEPT, []))
         names = request.query.getall("name[]", [])
         if names:
-            encoder, content_type = choose_encoder(accept)
+            encoder, content_type = negotiate(accept)
             body = encoder(_Filtered(self.registry, frozenset(names)))  # type: ignore[arg-type]
             return web.Response(body=body, headers={hdrs.CONTENT_TYPE: content_type})
         body, content_type, entry = self._body(accept)
