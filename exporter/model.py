@@ -229,6 +229,10 @@ class SocketObservation:
     tcp_counters: Mapping[str, int] = field(default_factory=frozen_map)
     malformed_lines: int = 0
     error: str | None = None
+    #: where the socket table came from: "sock_diag" (netlink) or "proc" (the files)
+    source: str = "proc"
+    #: why a sock_diag dump was tried and not used (the files were read instead)
+    sock_diag_error: str | None = None
 
 
 # --------------------------------------------------------------------------- cycle

@@ -1,15 +1,19 @@
 """Socket-table part of a probe cycle: the application's real pool, per node.
 
-Each cycle reads the pod's ``/proc/net/tcp{,6}`` and ``/proc/net/snmp`` once (in a
-worker thread), with depwatch's own sockets excluded, and computes the
-application's pool limit per node. Addresses are resolved at most once per
-topology refresh interval, not every cycle.
+Each cycle reads the pod's socket table and ``/proc/net/snmp`` once (in a worker
+thread), with depwatch's own sockets excluded, and computes the application's pool
+limit per node. With the default DEPWATCH_PROC_ROOT the table comes from a
+sock_diag netlink dump of the namespace depwatch shares with the application (a
+third of the cost of ``/proc/net/tcp{,6}``); the files are read when the dump is
+unavailable (logged once) or when DEPWATCH_PROC_ROOT points elsewhere. Addresses
+are resolved at most once per topology refresh interval, not every cycle.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from structlog.typing import FilteringBoundLogger
@@ -36,6 +40,8 @@ class SocketPart:
         self._collector_map: Mapping[tuple[str, int], str] = {}
         self._collector_hosts: frozenset[str] = frozenset()
         self._collector_resolved_at: float | None = None
+        # netlink sees this process's namespace, which is what /proc/net shows too
+        self._sock_diag = settings.proc_path == Path("/proc")
 
     async def _redis_addresses(
         self, topology: ClusterTopology | None
@@ -71,7 +77,12 @@ class SocketPart:
         sockets = await asyncio.to_thread(
             observe, s.proc_path, redis_nodes=redis_map, collector=self._collector_map,
             collector_hosts=self._collector_hosts, own_inodes=own_socket_inodes(),
+            sock_diag=self._sock_diag,
         )  # fmt: skip
+        if sockets.sock_diag_error is not None:
+            self._sock_diag = False  # for the rest of this process: the files work
+            self._log.warning("sock_diag unavailable, reading the socket table from /proc",
+                              error=sockets.sock_diag_error)  # fmt: skip
         if sockets.error:
             self._log.debug("socket table unreadable", error=sockets.error)
         pool_max: dict[str, int] = {}

@@ -10,6 +10,7 @@ is synchronous file reading and parsing (run it with ``asyncio.to_thread``);
 from __future__ import annotations
 
 import asyncio
+import errno
 import functools
 import ipaddress
 import socket
@@ -19,6 +20,7 @@ from typing import Any
 
 from exporter.model import SocketObservation, frozen_map
 from exporter.sockets.snmp import parse_snmp
+from exporter.sockets.sock_diag import DiagMatcher, DiagTally, SockDiagError, dump_tcp
 from exporter.sockets.tcp_table import STATES, RemoteMatcher, TableCounts, count_by_remote
 
 __all__ = ["endpoint_label", "normalize_ip", "observe", "resolve_addresses"]
@@ -87,6 +89,51 @@ def _never_raises(
     return wrapper
 
 
+def _from_sock_diag(
+    targets: Mapping[tuple[str, int], _Key], collector_hosts: frozenset[str],
+    own_inodes: frozenset[int],
+) -> list[TableCounts[_Key]]:
+    """Both families' counts from netlink dumps; raises SockDiagError."""
+    matcher = DiagMatcher.build(targets, collector_hosts)
+    tallies = []
+    for family in (socket.AF_INET, socket.AF_INET6):
+        tally = DiagTally(matcher, own_inodes)
+        try:
+            for records in dump_tcp(family):
+                tally.add(records)
+        except SockDiagError as exc:
+            # a kernel without IPv6 refuses the AF_INET6 dump; /proc has no tcp6 then
+            if family == socket.AF_INET6 and exc.errno in _NO_FAMILY_ERRNOS:
+                continue
+            raise
+        tallies.append(tally.result())
+    return tallies
+
+
+_NO_FAMILY_ERRNOS = frozenset({errno.EAFNOSUPPORT, errno.ENOENT, errno.EINVAL})
+
+
+def _from_files(
+    proc_root: Path, targets: Mapping[tuple[str, int], _Key], collector_hosts: frozenset[str],
+    own_inodes: frozenset[int],
+) -> tuple[list[TableCounts[_Key]], str | None]:
+    """Both tables' counts from ``<proc_root>/net/tcp{,6}``: (counts, error)."""
+    matcher = RemoteMatcher.build(targets, collector_hosts)
+    tables = []
+    for name, family in (("tcp", 4), ("tcp6", 6)):
+        path = proc_root / "net" / name
+        try:
+            text = _read(path)
+        except FileNotFoundError as exc:
+            if family == 6:
+                continue
+            return [], _os_error(path, exc)
+        except OSError as exc:
+            return [], _os_error(path, exc)
+        tables.append(count_by_remote(text, matcher, family=family, exclude_inodes=own_inodes))
+    return tables, None
+
+
 @_never_raises
 def observe(
     proc_root: Path,
@@ -95,8 +142,9 @@ def observe(
     collector: Mapping[tuple[str, int], str],
     collector_hosts: frozenset[str],
     own_inodes: frozenset[int],
+    sock_diag: bool = False,
 ) -> SocketObservation:
-    """Read ``<proc_root>/net/{tcp,tcp6,snmp}`` once and reduce them.
+    """Read the socket table and ``<proc_root>/net/snmp`` once and reduce them.
 
     * ``redis_nodes``: (ip, port) of each resolved node address -> node label; every
       label is present in ``redis_sockets`` with all states, at 0 when unseen.
@@ -105,6 +153,9 @@ def observe(
     * ``collector_hosts``: collector IPs; the remote ports of live sockets to them,
       on any port, become ``collector_live_ports``.
     * ``own_inodes``: depwatch's socket inodes, left out of everything.
+    * ``sock_diag``: take the sockets from a netlink dump of this process's network
+      namespace (only right when ``proc_root`` is this process's ``/proc``); when the
+      dump fails, ``<proc_root>/net/tcp{,6}`` are read and ``sock_diag_error`` says why.
 
     Never raises. A missing ``tcp6`` (IPv6 disabled) is normal. When a table cannot
     be read, ``error`` says so and both socket maps are empty (no false zeros); an
@@ -115,30 +166,27 @@ def observe(
     targets: dict[tuple[str, int], _Key] = {}
     for kind, mapping in (("redis", redis_nodes), ("collector", collector)):
         for (ip, port), label in mapping.items():
-            # RemoteMatcher ignores what is not an IP literal; the label stays, at 0
+            # the matchers ignore what is not an IP literal; the label stays, at 0
             targets.setdefault((ip, port), (kind, label))
-    matcher = RemoteMatcher.build(targets, collector_hosts)
     errors: list[str] = []
+    source, diag_error = "proc", None
+    tables: list[TableCounts[_Key]] = []
+    table_error: str | None = None
+    if sock_diag:
+        try:
+            tables, source = _from_sock_diag(targets, collector_hosts, own_inodes), "sock_diag"
+        except SockDiagError as exc:
+            diag_error = exc.strerror or str(exc)
+    if source == "proc":
+        tables, table_error = _from_files(proc_root, targets, collector_hosts, own_inodes)
+    table_ok = table_error is None
+    if table_error:
+        errors.append(table_error)
 
     found: dict[_Key, dict[str, int]] = {}
     live: set[int] = set()
     malformed = 0
-    table_ok = True
-    for name, family in (("tcp", 4), ("tcp6", 6)):
-        path = proc_root / "net" / name
-        try:
-            text = _read(path)
-        except FileNotFoundError as exc:
-            if family == 6:
-                continue
-            errors.append(_os_error(path, exc))
-            table_ok = False
-            break
-        except OSError as exc:
-            errors.append(_os_error(path, exc))
-            table_ok = False
-            break
-        counted = count_by_remote(text, matcher, family=family, exclude_inodes=own_inodes)
+    for counted in tables:
         _fold(found, counted)
         live |= counted.live_ports
         malformed += counted.malformed
@@ -169,6 +217,8 @@ def observe(
         tcp_counters=frozen_map(counters),
         malformed_lines=malformed,
         error="; ".join(errors) or None,
+        source=source,
+        sock_diag_error=diag_error,
     )
 
 

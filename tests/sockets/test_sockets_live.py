@@ -29,18 +29,29 @@ StartHolder = Callable[[list[tuple[int, str, int]]], Holder]
 PROC = Path("/proc")
 
 
-def observe_redis(node: tuple[str, int], label: str, *, own: bool = True) -> SocketObservation:
-    return observe(
+@pytest.fixture(params=["sock_diag", "proc"])
+def source(request: pytest.FixtureRequest) -> str:
+    """Each live test runs on both readers of the table: netlink and the files."""
+    return str(request.param)
+
+
+def observe_redis(
+    node: tuple[str, int], label: str, source: str, *, own: bool = True
+) -> SocketObservation:
+    obs = observe(
         PROC,
         redis_nodes={node: label},
         collector={},
         collector_hosts=frozenset(),
         own_inodes=own_socket_inodes() if own else frozenset(),
+        sock_diag=source == "sock_diag",
     )
+    assert (obs.source, obs.sock_diag_error) == (source, None)
+    return obs
 
 
 def test_child_pool_is_counted_own_connection_excluded_then_time_wait(
-    sockets_redis: RedisProc, holder: StartHolder
+    sockets_redis: RedisProc, holder: StartHolder, source: str
 ) -> None:
     node = (sockets_redis.host, sockets_redis.port)
     label = f"{sockets_redis.host}:{sockets_redis.port}"
@@ -54,20 +65,22 @@ def test_child_pool_is_counted_own_connection_excluded_then_time_wait(
         )
         k = v4 + mapped
 
-        obs = observe_redis(node, label)
+        obs = observe_redis(node, label, source)
         assert obs.error is None
         assert obs.redis_sockets[label]["established"] == k
-        assert observe_redis(node, label, own=False).redis_sockets[label]["established"] == k + 1
+        all_of_them = observe_redis(node, label, source, own=False).redis_sockets[label]
+        assert all_of_them["established"] == k + 1
         # earlier closed connections (the fixture's readiness PING) are in TIME_WAIT already
         earlier = obs.redis_sockets[label]["time_wait"]
 
         app.close_connections()  # the client closes first: TIME_WAIT on its side
 
         def settled() -> bool:
-            states = observe_redis(node, label).redis_sockets[label]
+            states = observe_redis(node, label, source).redis_sockets[label]
             return states["established"] == 0 and states["time_wait"] == earlier + k
 
-        assert wait_until(settled, timeout=10), dict(observe_redis(node, label).redis_sockets)
+        seen = observe_redis(node, label, source).redis_sockets
+        assert wait_until(settled, timeout=10), dict(seen)
     app.stop()
 
 
@@ -85,7 +98,7 @@ def listeners() -> Iterator[Callable[[str], tuple[socket.socket, int]]]:
 
 
 def test_child_connection_to_collector_port_is_a_live_port(
-    holder: StartHolder, listeners: Callable[[str], tuple[socket.socket, int]]
+    holder: StartHolder, listeners: Callable[[str], tuple[socket.socket, int]], source: str
 ) -> None:
     """The incident's shape: configured grpc on one port, traffic on another."""
     collector = "127.0.0.2"  # a loopback address of its own: only the collector's
@@ -94,13 +107,16 @@ def test_child_connection_to_collector_port_is_a_live_port(
     targets = {(collector, p): f"{collector}:{p}" for p in (grpc_port, http_port)}
 
     def look() -> SocketObservation:
-        return observe(
+        obs = observe(
             PROC,
             redis_nodes={},
             collector=targets,
             collector_hosts=frozenset({collector}),
             own_inodes=own_socket_inodes(),
+            sock_diag=source == "sock_diag",
         )
+        assert obs.source == source
+        return obs
 
     with socket.create_connection((collector, grpc_port), timeout=5):  # depwatch's probe
         assert look().collector_live_ports == frozenset()
