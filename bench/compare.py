@@ -38,7 +38,9 @@ shows medians over the repeats):
   sample per node per cycle over the long run) and the mean from
   ``redis_health_check_duration_seconds`` sum/count, against the floor: a sync
   redis-py PING loop on an open TLS connection (median of 1000). Diagnostic rows add
-  an asyncio floor on one connection and with 6 concurrent PINGs (depwatch's pattern).
+  an asyncio floor on one connection and with 6 concurrent PINGs, and the same sync
+  PING sent once per second of idleness (a check runs once per interval, and a PING
+  after an idle second pays for waking both processes and, in a VM, their vCPUs).
 - Probe-cycle time (``depwatch_probe_cycle_duration_seconds`` sum/count deltas) of the
   1 s instance on the 6-node and the 30-node cluster, alternating.
 - Commands each node receives per 5 s interval: ``INFO commandstats`` deltas
@@ -627,6 +629,27 @@ def ping_floor_ms(cluster: Any, n: int = 1000) -> float:
             started = time.perf_counter()
             client.ping()
             times.append((time.perf_counter() - started) * 1000)
+    return median(times)
+
+
+def cold_ping_floor_ms(cluster: Any, n: int = 18, gap: float = 1.0) -> float:
+    """Median round trip of a sync redis-py PING on an open TLS connection, one PING
+    per ``gap`` seconds of idleness (round robin over the nodes): what a check that
+    runs once per interval can see, against the back-to-back loop of the floor."""
+    clients = [node.client() for node in cluster.nodes]
+    try:
+        for client in clients:
+            client.ping()
+        times = []
+        for i in range(n):
+            time.sleep(gap)
+            client = clients[i % len(clients)]
+            started = time.perf_counter()
+            client.ping()
+            times.append((time.perf_counter() - started) * 1000)
+    finally:
+        for client in clients:
+            client.close()
     return median(times)
 
 
@@ -1268,6 +1291,15 @@ def build_rows(r: dict[str, Any], duration_label: str) -> list[Row]:
             ratio=f"{ping['async_concurrent'] / ping['floor']:.2f} x floor",
         )
     )
+    if "cold" in ping:
+        rows.append(
+            Row(
+                "  sync redis-py, one PING per 1 s idle (ms)",
+                ping["cold"],
+                ratio=f"{ping['cold'] / ping['floor']:.2f} x floor; depwatch "
+                f"{ping['reported_p50'] / ping['cold']:.2f} x this",
+            )
+        )
     cyc = r["cycle"]
     rows.append(Row("probe cycle, 6 nodes (ms)", cyc["6"]))
     lines = r["socket_table_lines"]
@@ -1505,6 +1537,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         results["metrics_body_bytes"] = sizes
         with driver.paused():
             single, concurrent = async_floors_ms(cluster6, REDIS_PASSWORD)
+            cold = cold_ping_floor_ms(cluster6)
 
         # 2b. CPU per cycle and cycle time, 6 and 30 nodes, alternating (before the
         # commandstats windows, whose 10/s anchor scrapes leave ~500 TIME_WAIT sockets)
@@ -1604,6 +1637,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "floor": median(floors),
             "async_single": single,
             "async_concurrent": concurrent,
+            "cold": cold,
         }
         results["driver"] = {"ticks": driver.ticks, "errors": driver.errors[:5]}
         smaps = dict(driver.smaps_after)
