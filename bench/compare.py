@@ -1032,9 +1032,10 @@ def _sock_diag_dump(family: int) -> int:
 
 
 def socket_table_cost(n: int = 30) -> dict[str, float]:
-    """Reading /proc/net/tcp{,6} (what depwatch does each cycle) against a sock_diag
-    netlink dump of the same sockets. Both walk the kernel's whole established hash,
-    whose size is set by the host's RAM, not by the pod's sockets."""
+    """Reading /proc/net/tcp{,6} against sock_diag netlink dumps of the same sockets:
+    one SOCK_DIAG_BY_FAMILY dump per family, and depwatch's reader (one
+    TCPDIAG_GETSOCK dump for both families, parsed). Each walks the kernel's whole
+    established hash, whose size is set by the host's RAM, not by the pod's sockets."""
     import socket
 
     def proc_tables() -> int:
@@ -1045,8 +1046,18 @@ def socket_table_cost(n: int = 30) -> dict[str, float]:
     def netlink() -> int:
         return _sock_diag_dump(socket.AF_INET) + _sock_diag_dump(socket.AF_INET6)
 
+    def depwatch_dump() -> int:
+        from exporter.sockets.sock_diag import dump_tcp
+
+        return sum(len(chunk) for chunk in dump_tcp())
+
     out: dict[str, float] = {}
-    for label, read in (("proc_net_tcp_tcp6", proc_tables), ("sock_diag_v4_v6", netlink)):
+    readers = (
+        ("proc_net_tcp_tcp6", proc_tables),
+        ("sock_diag_by_family_v4_v6", netlink),
+        ("sock_diag_depwatch_one_dump", depwatch_dump),
+    )
+    for label, read in readers:
         try:
             out[f"{label}_sockets"] = read()
             started = time.perf_counter()

@@ -10,7 +10,6 @@ is synchronous file reading and parsing (run it with ``asyncio.to_thread``);
 from __future__ import annotations
 
 import asyncio
-import errno
 import functools
 import ipaddress
 import socket
@@ -93,24 +92,11 @@ def _from_sock_diag(
     targets: Mapping[tuple[str, int], _Key], collector_hosts: frozenset[str],
     own_inodes: frozenset[int],
 ) -> list[TableCounts[_Key]]:
-    """Both families' counts from netlink dumps; raises SockDiagError."""
-    matcher = DiagMatcher.build(targets, collector_hosts)
-    tallies = []
-    for family in (socket.AF_INET, socket.AF_INET6):
-        tally = DiagTally(matcher, own_inodes)
-        try:
-            for records in dump_tcp(family):
-                tally.add(records)
-        except SockDiagError as exc:
-            # a kernel without IPv6 refuses the AF_INET6 dump; /proc has no tcp6 then
-            if family == socket.AF_INET6 and exc.errno in _NO_FAMILY_ERRNOS:
-                continue
-            raise
-        tallies.append(tally.result())
-    return tallies
-
-
-_NO_FAMILY_ERRNOS = frozenset({errno.EAFNOSUPPORT, errno.ENOENT, errno.EINVAL})
+    """Both families' counts from one netlink dump; raises SockDiagError."""
+    tally = DiagTally(DiagMatcher.build(targets, collector_hosts), own_inodes)
+    for records in dump_tcp():
+        tally.add(records)
+    return [tally.result()]
 
 
 def _from_files(

@@ -37,9 +37,10 @@ SHUTDOWN_ATTR = b"\x08\x00\x08\x00\x00\x00\x00\x00"  # INET_DIAG_SHUTDOWN, as fu
 
 def message(
     remote: tuple[str, int], state: int, inode: int, *, family: int = socket.AF_INET,
-    local: tuple[str, int] = ("10.9.9.9", 40000), attrs: bytes = SHUTDOWN_ATTR,
+    local: tuple[str, int] = ("10.9.9.9", 40000), attrs: bytes = SHUTDOWN_ATTR, kind: int = 18,
 ) -> bytes:  # fmt: skip
-    """One SOCK_DIAG_BY_FAMILY reply as the kernel frames it (inet_diag_msg + attributes)."""
+    """One reply as the kernel frames it (inet_diag_msg + attributes); ``kind`` is the
+    request's type: 18 for TCPDIAG_GETSOCK, 20 for SOCK_DIAG_BY_FAMILY."""
 
     def packed(ip: str) -> bytes:
         addr = ipaddress.ip_address(ip)
@@ -58,7 +59,7 @@ def message(
         attrs,
     ])  # fmt: skip
     assert len(body) == MESSAGE_SIZE + len(attrs)
-    return HEADER.pack(16 + len(body), 20, 2, 1, 0) + body
+    return HEADER.pack(16 + len(body), kind, 2, 1, 0) + body
 
 
 def done() -> bytes:
@@ -70,20 +71,23 @@ def error(code: int) -> bytes:
 
 
 def test_request_layout() -> None:
-    data = request(socket.AF_INET6, sequence=7)
+    """struct inet_diag_req under TCPDIAG_GETSOCK, every family: what ``ss`` sends."""
+    data = request(sequence=7)
     length, kind, flags, seq, pid = HEADER.unpack_from(data)
-    assert (length, kind, flags, seq, pid) == (len(data), 20, 0x301, 7, 0)
-    family, proto, ext, pad, states = struct.unpack_from("=BBBBI", data, 16)
-    assert (family, proto, ext, pad, states) == (socket.AF_INET6, socket.IPPROTO_TCP, 0, 0,
-                                                 STATES_BUT_LISTEN)  # fmt: skip
-    assert data[24:] == bytes(48)  # no socket id filter
-    assert len(data) == 16 + 56
+    assert (length, kind, flags, seq, pid) == (len(data), 18, 0x301, 7, 0)
+    assert len(data) == 16 + 60
+    family, src_len, dst_len, ext = struct.unpack_from("=BBBB", data, 16)
+    assert (family, src_len, dst_len, ext) == (socket.AF_UNSPEC, 0, 0, 0)
+    assert data[20:68] == bytes(48)  # no socket id filter
+    states, dbs = struct.unpack_from("=II", data, 68)
+    assert (states, dbs) == (STATES_BUT_LISTEN, 0)
     assert not STATES_BUT_LISTEN & (1 << 10)  # no LISTEN
     assert STATES_BUT_LISTEN & 0b10 and STATES_BUT_LISTEN & (1 << 6)  # ESTABLISHED, TIME_WAIT
 
 
 def test_parse_chunk_records_and_done() -> None:
-    data = message(("10.0.0.1", 6379), 1, 11) + message(("10.0.0.1", 6379), 6, 0, attrs=b"")
+    data = message(("10.0.0.1", 6379), 1, 11) + message(("10.0.0.1", 6379), 6, 0, attrs=b"",
+                                                        kind=20)  # fmt: skip
     records, finished, malformed = parse_chunk(data + done())
     assert finished and malformed == 0
     assert [(r[0], r[1], r[2], r[4]) for r in records] == [
@@ -220,7 +224,7 @@ def run_observe(root: Path, *, sock_diag: bool):
 def test_observe_falls_back_to_the_files_and_says_why(
     proc_tree, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def refused(family: int, **_: object) -> Iterator[list[object]]:
+    def refused(**_: object) -> Iterator[list[object]]:
         raise SockDiagError(errno.EPERM, "sock_diag dump refused (EPERM)")
         yield []  # pragma: no cover
 
@@ -232,33 +236,28 @@ def test_observe_falls_back_to_the_files_and_says_why(
     assert obs.redis_sockets["n1"]["established"] == 1
 
 
-def test_observe_without_ipv6_in_the_kernel(proc_tree, monkeypatch: pytest.MonkeyPatch) -> None:
-    real = dump_tcp
-
-    def no_inet6(family: int, **kwargs: float) -> Iterator[list[object]]:
-        if family == socket.AF_INET6:
-            raise SockDiagError(errno.ENOENT, "sock_diag dump refused (ENOENT)")
-        yield from real(family, **kwargs)
-
-    monkeypatch.setattr(sockets_probe, "dump_tcp", no_inet6)
-    obs = run_observe(proc_tree(), sock_diag=True)
-    assert (obs.source, obs.sock_diag_error, obs.error) == ("sock_diag", None, None)
-
-
 def test_observe_reads_the_files_when_asked(proc_tree) -> None:
     root = proc_tree(tcp=table([tcp_line(0, ("10.9.9.9", 1), ("10.0.0.1", 6379), "01", 5)]))
     obs = run_observe(root, sock_diag=False)
     assert obs.source == "proc" and obs.redis_sockets["n1"]["established"] == 1
 
 
-def test_dump_tcp_live_sees_a_connection_of_ours() -> None:
-    with socket.create_server(("127.0.0.1", 0)) as srv:
-        port = srv.getsockname()[1]
-        with socket.create_connection(("127.0.0.1", port), timeout=5):
-            records = [r for chunk in dump_tcp(socket.AF_INET) for r in chunk]
-    wanted = (socket.AF_INET, 1, port.to_bytes(2, "big"),
-              ipaddress.ip_address("127.0.0.1").packed + bytes(12))  # fmt: skip
-    assert any(r[:4] == wanted and r[4] > 0 for r in records)
+def test_dump_tcp_live_sees_both_families_in_one_dump() -> None:
+    with (
+        socket.create_server(("127.0.0.1", 0)) as srv4,
+        socket.create_server(("::1", 0), family=socket.AF_INET6) as srv6,
+    ):
+        port4, port6 = srv4.getsockname()[1], srv6.getsockname()[1]
+        with (
+            socket.create_connection(("127.0.0.1", port4), timeout=5),
+            socket.create_connection(("::1", port6), timeout=5),
+        ):
+            records = [r for chunk in dump_tcp() for r in chunk]
+    v4 = (socket.AF_INET, 1, port4.to_bytes(2, "big"),
+          ipaddress.ip_address("127.0.0.1").packed + bytes(12))  # fmt: skip
+    v6 = (socket.AF_INET6, 1, port6.to_bytes(2, "big"), ipaddress.ip_address("::1").packed)
+    assert any(r[:4] == v4 and r[4] > 0 for r in records)
+    assert any(r[:4] == v6 and r[4] > 0 for r in records)
     assert not any(r[1] == 10 for r in records)  # LISTEN stays in the kernel
 
 
@@ -274,8 +273,8 @@ async def test_socket_part_warns_once_then_reads_the_files(
 
     calls: list[int] = []
 
-    def refused(family: int, **_: object) -> Iterator[list[object]]:
-        calls.append(family)
+    def refused(**_: object) -> Iterator[list[object]]:
+        calls.append(1)
         raise SockDiagError(errno.EPERM, "sock_diag dump refused (EPERM)")
         yield []  # pragma: no cover
 
@@ -285,7 +284,7 @@ async def test_socket_part_warns_once_then_reads_the_files(
         first = await part(None)
         second = await part(None)
     assert first["sockets"].source == "proc" and second["sockets"].source == "proc"
-    assert calls == [socket.AF_INET]  # tried once, then the files for good
+    assert calls == [1]  # tried once, then the files for good
     warnings = [e for e in logs if e["log_level"] == "warning"]
     assert [w["event"] for w in warnings] == [
         "sock_diag unavailable, reading the socket table from /proc"
