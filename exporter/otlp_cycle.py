@@ -10,7 +10,7 @@ import aiohttp
 from structlog.typing import FilteringBoundLogger
 
 from exporter.config import Settings
-from exporter.model import ClusterTopology, OtlpProbeResult, Snapshot, SocketObservation
+from exporter.model import ClusterTopology, OtlpProbeResult, Reason, Snapshot, SocketObservation
 from exporter.otlp_config import OtlpSettings
 from exporter.otlp_mismatch import compute_mismatch, describe
 from exporter.otlp_targets import probe_collector
@@ -29,6 +29,8 @@ class OtlpPart:
         self._log = log
         self._session: aiohttp.ClientSession | None = None
         self._addresses: tuple[str, ...] = ()
+        #: (endpoint, protocol) -> last cycle's connection_refused result
+        self._refused: dict[tuple[str, str], OtlpProbeResult] = {}
 
     @property
     def time_limit(self) -> float:
@@ -43,10 +45,13 @@ class OtlpPart:
         probe = await probe_collector(
             self._otlp, grpc_port=self._settings.otlp_grpc_port,
             http_port=self._settings.otlp_http_port, session=self._session,
-            time_limit=self.time_limit, previous_addresses=self._addresses, log=self._log,
+            time_limit=self.time_limit, previous_addresses=self._addresses,
+            refused_before=self._refused, log=self._log,
         )  # fmt: skip
         if probe.resolution.ok:
             self._addresses = probe.resolution.addresses
+        self._refused = {(r.endpoint, r.protocol): r for r in probe.results
+                         if r.reason == Reason.CONNECTION_REFUSED}  # fmt: skip
         return {"otlp_results": probe.results, "otlp_config": (self._otlp.config_info(),)}
 
     def _observed_ports(self, sockets: SocketObservation | None) -> frozenset[int] | None:

@@ -1,0 +1,121 @@
+"""A port that refused the last probe is re-tried with a bare TCP connect first; the
+full probe runs only once the port accepts (real sockets and receivers on 127.0.0.1)."""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+import aiohttp
+import pytest
+from support.otlp_receivers import HOST, GrpcReceiver, closed_port
+
+from exporter.config import load_settings
+from exporter.logs import get_logger
+from exporter.model import OtlpProbeResult, Reason
+from exporter.otlp_config import OtlpSettings, parse_otlp_env
+from exporter.otlp_cycle import OtlpPart
+from exporter.otlp_targets import OtlpTarget, probe_collector, still_refused
+from exporter.probes import otlp_grpc
+
+
+def grpc_settings(port: int) -> OtlpSettings:
+    parsed = parse_otlp_env({"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{HOST}:{port}",
+                             "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"})  # fmt: skip
+    assert parsed is not None
+    return parsed
+
+
+@pytest.fixture
+def grpc_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Counts the full gRPC probes (the real one still runs)."""
+    calls: list[str] = []
+    real = otlp_grpc.probe
+
+    async def counting(target: OtlpTarget, *args: Any, **kwargs: Any) -> OtlpProbeResult:
+        calls.append(target.endpoint)
+        return await real(target, *args, **kwargs)
+
+    monkeypatch.setattr(otlp_grpc, "probe", counting)
+    return calls
+
+
+@pytest.mark.asyncio
+async def test_still_refused_on_a_closed_port_and_not_on_a_listener() -> None:
+    with closed_port() as closed, socket.create_server((HOST, 0)) as listener:
+        listener.settimeout(5)
+        refused = OtlpTarget(HOST, closed.getsockname()[1], "grpc", tls=False)
+        accepted = OtlpTarget(HOST, listener.getsockname()[1], "grpc", tls=False)
+        assert await still_refused(refused, 1.0) is True
+        assert await still_refused(accepted, 1.0) is False
+        peer, _ = listener.accept()
+        with peer:
+            peer.settimeout(5)
+            assert peer.recv(1) == b""  # closed at once, nothing sent
+
+
+@pytest.mark.asyncio
+async def test_refused_port_is_not_probed_again_while_it_refuses(
+    http_session: aiohttp.ClientSession, grpc_calls: list[str]
+) -> None:
+    with closed_port() as closed, closed_port() as closed_http:
+        port, http_port = closed.getsockname()[1], closed_http.getsockname()[1]
+        cfg = grpc_settings(port)
+        first = await probe_collector(cfg, grpc_port=port, http_port=http_port,
+                                      session=http_session, time_limit=2.0)  # fmt: skip
+        assert {(r.protocol, r.reason) for r in first.results} == {
+            ("grpc", Reason.CONNECTION_REFUSED), ("http/protobuf", Reason.CONNECTION_REFUSED)}
+        assert grpc_calls == [f"{HOST}:{port}"]
+        refused = {(r.endpoint, r.protocol): r for r in first.results}
+        second = await probe_collector(cfg, grpc_port=port, http_port=http_port,
+                                       session=http_session, time_limit=2.0,
+                                       refused_before=refused)  # fmt: skip
+        assert second.results == first.results  # the same failure, confirmed by a connect
+        assert grpc_calls == [f"{HOST}:{port}"]  # no second channel
+
+
+@pytest.mark.asyncio
+async def test_a_port_that_starts_accepting_gets_the_full_probe_in_the_same_cycle(
+    http_session: aiohttp.ClientSession, grpc_calls: list[str]
+) -> None:
+    receiver = GrpcReceiver()
+    port = await receiver.start()
+    try:
+        cfg = grpc_settings(port)
+        target = f"{HOST}:{port}"
+        prior = OtlpProbeResult(target, "grpc", False, Reason.CONNECTION_REFUSED, "refused",
+                                port=port)  # fmt: skip
+        with closed_port() as closed_http:
+            outcome = await probe_collector(
+                cfg, grpc_port=port, http_port=closed_http.getsockname()[1],
+                session=http_session, time_limit=2.0, refused_before={(target, "grpc"): prior},
+            )  # fmt: skip
+        grpc_result = next(r for r in outcome.results if r.protocol == "grpc")
+        assert grpc_result.ok and grpc_calls == [target]
+        assert receiver.requests == 1  # still exactly one request per probe
+    finally:
+        await receiver.stop()
+
+
+@pytest.mark.asyncio
+async def test_otlp_part_uses_the_bare_connect_from_the_second_cycle(
+    grpc_calls: list[str],
+) -> None:
+    with closed_port() as closed, closed_port() as closed_http:
+        port, http_port = closed.getsockname()[1], closed_http.getsockname()[1]
+        settings = load_settings({
+            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{HOST}:{port}",
+            "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+            "DEPWATCH_OTLP_GRPC_PORT": str(port),
+            "DEPWATCH_OTLP_HTTP_PORT": str(http_port),
+        })  # fmt: skip
+        assert settings.otlp is not None
+        part = OtlpPart(settings, settings.otlp, log=get_logger())
+        try:
+            for _ in range(3):
+                out = await part(None)
+                reasons = {r.reason for r in out["otlp_results"]}  # type: ignore[attr-defined]
+                assert reasons == {Reason.CONNECTION_REFUSED}
+        finally:
+            await part.close()
+        assert grpc_calls == [f"{HOST}:{port}"]  # once, then bare connects
