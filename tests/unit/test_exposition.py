@@ -78,3 +78,81 @@ def test_negotiate_matches_prometheus_client_byte_for_byte(accept: str) -> None:
     ours, our_type = negotiate(accept)
     assert our_type == their_type
     assert ours(reg) == theirs(reg)
+
+
+class Changing:
+    """A registry whose families change between renders as depwatch's do."""
+
+    def __init__(self) -> None:
+        self.step = 0
+
+    def collect(self) -> Iterator[Metric]:
+        steady = GaugeMetricFamily("depwatch_test_steady", "never changes", labels=["node"])
+        steady.add_metric(["a"], 1.0)
+        yield steady
+        moving = GaugeMetricFamily("depwatch_test_moving", "changes every step", labels=["node"])
+        moving.add_metric(["a"], float(self.step))
+        yield moving
+        if self.step % 2:  # comes and goes
+            flapping = GaugeMetricFamily("depwatch_test_flapping", "odd steps only")
+            flapping.add_metric([], 7.0)
+            yield flapping
+        nan = GaugeMetricFamily("depwatch_test_nan", "NaN never equals itself")
+        nan.add_metric([], float("nan"))
+        yield nan
+        yield from Awkward().collect()
+
+
+@pytest.mark.parametrize("accept", ACCEPTS)
+def test_family_cache_writes_what_a_full_render_writes(accept: str) -> None:
+    from exporter.exposition import FamilyCache
+
+    theirs, content_type = choose_encoder(accept)
+    ours, _ = negotiate(accept)
+    cache = FamilyCache(ours, content_type.startswith("application/openmetrics-text"))
+    source = Changing()
+    reg = CollectorRegistry(auto_describe=False)
+    reg.register(source)
+    for step in range(5):
+        source.step = step
+        assert cache.render(reg) == theirs(reg), f"step {step}"
+
+
+def test_family_cache_reuses_unchanged_families() -> None:
+    from exporter.exposition import FamilyCache
+
+    rendered: list[str] = []
+
+    def encoder(registry: CollectorRegistry) -> bytes:
+        names = [f.name for f in registry.collect()]
+        rendered.extend(names)
+        return "".join(f"{n}\n" for n in names).encode()
+
+    source = Changing()
+    reg = CollectorRegistry(auto_describe=False)
+    reg.register(source)
+    cache = FamilyCache(encoder, openmetrics=False)
+    cache.render(reg)
+    rendered.clear()
+    source.step = 2
+    cache.render(reg)
+    assert rendered == ["depwatch_test_moving", "depwatch_test_nan"]
+
+
+def test_name_filter_leaves_shared_families_alone() -> None:
+    from exporter.exposition import _Filtered
+
+    family = GaugeMetricFamily("depwatch_test_shared", "one object, handed out twice",
+                               labels=["node"])  # fmt: skip
+    family.add_metric(["a"], 1.0)
+
+    class Constant:
+        def collect(self) -> Iterator[Metric]:
+            yield family
+
+    reg = CollectorRegistry(auto_describe=False)
+    reg.register(Constant())
+    assert [f.name for f in _Filtered(reg, frozenset({"depwatch_test_shared"})).collect()] == [
+        "depwatch_test_shared"]  # fmt: skip
+    assert list(_Filtered(reg, frozenset({"other"})).collect()) == []
+    assert len(family.samples) == 1
