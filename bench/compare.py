@@ -690,6 +690,52 @@ async def _async_floors(cluster: Any, password: str, rounds: int) -> tuple[float
     return median(single), median(concurrent)
 
 
+async def _raw_cycles(cluster: Any, password: str, cycles: int, gap: float) -> dict[str, float]:
+    from redis.asyncio.connection import SSLConnection
+
+    conns = [
+        SSLConnection(host=n.host, port=n.port, password=password, protocol=2,
+                      ssl_ca_certs=str(cluster.tls.ca_file), decode_responses=True,
+                      driver_info=None)
+        for n in cluster.nodes
+    ]  # fmt: skip
+
+    async def info(conn: SSLConnection) -> None:
+        await conn.send_command("INFO", "clients", "stats", "replication", check_health=False)
+        await conn.read_response()
+
+    times: list[float] = []
+    pings: list[float] = []
+    try:
+        for conn in conns:
+            await conn.connect()
+        for _ in range(cycles):
+            await asyncio.sleep(gap)
+            began = time.perf_counter()
+            for conn in conns:
+                started = time.perf_counter()
+                await conn.send_command("PING", check_health=False)
+                await conn.read_response()
+                pings.append((time.perf_counter() - started) * 1000)
+            await asyncio.gather(*(info(c) for c in conns))
+            times.append((time.perf_counter() - began) * 1000)
+    finally:
+        for conn in conns:
+            await conn.disconnect()
+    return {"nodes": len(conns), "cycle_ms": round(median(times), 2),
+            "ping_ms": round(median(pings), 3)}  # fmt: skip
+
+
+def raw_redis_cycle(cluster: Any, password: str, cycles: int = 20) -> dict[str, float]:
+    """depwatch's Redis work done by bare asyncio redis-py, for scale: every node's
+    PING one after another, then every INFO at once, once a second on open TLS
+    connections (no timeouts, classification, snapshot or exposition)."""
+    try:
+        return asyncio.run(_raw_cycles(cluster, password, cycles, 1.0))
+    except Exception as exc:  # noqa: BLE001 - a diagnostic must not end the run
+        return {"error": f"{type(exc).__name__}: {str(exc)[:200]}"}  # type: ignore[dict-item]
+
+
 def async_floors_ms(cluster: Any, password: str, rounds: int = 200) -> tuple[float, float]:
     """asyncio redis-py PING median: one connection alone; one per node, all concurrent."""
     return asyncio.run(_async_floors(cluster, password, rounds))
@@ -1124,17 +1170,21 @@ def diagnose(rig: Rig, *, smaps: dict[str, float], metrics_text: str,
             dw.stop()
         variants[label] = {k: round(v, 2) for k, v in found.items()}
 
+    raw: dict[str, dict[str, float]] = {}
     for label, changes in small:
         measure(label, changes, rig.cluster6)
+    raw["6"] = raw_redis_cycle(rig.cluster6, rig.password)
     with rig.big_cluster() as cluster30:
         for label, changes in big:
             measure(label, changes, cluster30)
+        raw["30"] = raw_redis_cycle(cluster30, rig.password)
     log("diagnostics: import profile of `depwatch serve`, RSS per package, tracemalloc")
     modules, self_ms = import_profile(rig)
     roots = sorted(self_ms, key=lambda r: -self_ms[r])
     traced = _run_snippet(_TRACEMALLOC_SNIPPET, modules)
     return {
         "cycle_variants_1s": variants,
+        "raw_redis_py_cycle": raw,
         "modules_imported": len(modules),
         "import_self_ms_top": {r: round(self_ms[r], 1) for r in roots[:10]},
         "rss_mib_added_by_import_step": import_rss_steps(modules),
@@ -1326,6 +1376,16 @@ def build_rows(r: dict[str, Any], duration_label: str) -> list[Row]:
             met=cyc["30"] <= 1.5 * cyc["6"],
         )
     )
+    raw = r.get("diagnostics", {}).get("raw_redis_py_cycle", {})
+    if "cycle_ms" in raw.get("6", {}) and "cycle_ms" in raw.get("30", {}):
+        six, thirty = raw["6"]["cycle_ms"], raw["30"]["cycle_ms"]
+        rows.append(
+            Row(
+                "  bare redis-py, Redis work only, 6 / 30 nodes (ms)",
+                f"{six:.2f} / {thirty:.2f}",
+                ratio=f"{thirty / six:.2f} x 6; PING {raw['6']['ping_ms']:.3f} ms",
+            )
+        )
     cmds = r["commands"]
     for rate in ("1", "10"):
         dw = cmds["depwatch"][rate]
