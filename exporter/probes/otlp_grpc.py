@@ -49,7 +49,11 @@ from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2_grpc as
 from exporter import __version__
 from exporter.model import OtlpProbeResult, Reason
 from exporter.otlp_config import OtlpSettings, format_hostport
-from exporter.probes.otlp_http import MAX_RESPONSE_BYTES, describe_partial_success
+from exporter.probes.otlp_http import (
+    MAX_RESPONSE_BYTES,
+    describe_partial_success,
+    target_result,
+)
 
 if TYPE_CHECKING:
     from structlog.typing import FilteringBoundLogger
@@ -58,7 +62,6 @@ if TYPE_CHECKING:
 
 __all__ = ["channel_options", "classify_rpc_error", "probe"]
 
-_MAX_MESSAGE = 200
 
 #: Details prefixes of failures gRPC itself generates (never sent by a server):
 #: connect failures, a stream broken by the transport, name resolution.
@@ -188,14 +191,7 @@ async def probe(
     budget = settings.timeout_seconds if time_limit is None else time_limit
 
     def failed(reason: str, error: str) -> OtlpProbeResult:
-        log.debug(
-            "otlp probe failed", endpoint=target.endpoint, protocol=target.protocol,
-            reason=reason, error=error,
-        )  # fmt: skip
-        return OtlpProbeResult(
-            endpoint=target.endpoint, protocol=target.protocol, ok=False, reason=reason,
-            error=error[:_MAX_MESSAGE], port=target.port,
-        )  # fmt: skip
+        return target_result(target, reason, error, log=log)
 
     _hold_grpc_runtime()
     address = format_hostport(target.address, target.port)
@@ -234,11 +230,5 @@ async def probe(
     finally:
         await channel.close(grace=None)
 
-    return OtlpProbeResult(
-        endpoint=target.endpoint,
-        protocol=target.protocol,
-        ok=True,
-        duration_seconds=elapsed,
-        partial_success=describe_partial_success(response),
-        port=target.port,
-    )
+    return target_result(target, None, duration=elapsed,
+                         partial=describe_partial_success(response), log=log)  # fmt: skip

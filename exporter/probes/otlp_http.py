@@ -47,6 +47,7 @@ __all__ = [
     "new_session",
     "probe",
     "ssl_context",
+    "target_result",
 ]
 
 #: larger answers to an empty export are not OTLP; reading stops there
@@ -205,6 +206,30 @@ async def _read_limited(response: aiohttp.ClientResponse) -> bytes | None:
     return b"".join(chunks)
 
 
+def target_result(
+    target: OtlpTarget,
+    reason: str | None,
+    error: str | None = None,
+    *,
+    duration: float | None = None,
+    partial: str | None = None,
+    log: FilteringBoundLogger,
+) -> OtlpProbeResult:
+    """One probe's result for ``target``: ok when ``reason`` is None, else a failure
+    (logged at debug, its error text capped). Shared by the HTTP and gRPC probes."""
+    if reason is not None:
+        log.debug(
+            "otlp probe failed", endpoint=target.endpoint, protocol=target.protocol,
+            reason=reason, error=error,
+        )  # fmt: skip
+    return OtlpProbeResult(
+        endpoint=target.endpoint, protocol=target.protocol, ok=reason is None,
+        reason=reason, duration_seconds=duration,
+        error=None if error is None else error[:_MAX_MESSAGE], partial_success=partial,
+        port=target.port,
+    )  # fmt: skip
+
+
 async def probe(
     target: OtlpTarget,
     settings: OtlpSettings,
@@ -225,16 +250,8 @@ async def probe(
         duration: float | None = None,
         partial: str | None = None,
     ) -> OtlpProbeResult:
-        if reason is not None:
-            log.debug(
-                "otlp probe failed", endpoint=target.endpoint, protocol=target.protocol,
-                reason=reason, error=error,
-            )  # fmt: skip
-        return OtlpProbeResult(
-            endpoint=target.endpoint, protocol=target.protocol, ok=reason is None,
-            reason=reason, duration_seconds=duration, error=error, partial_success=partial,
-            port=target.port,
-        )  # fmt: skip
+        return target_result(target, reason, error, duration=duration, partial=partial,
+                             log=log)  # fmt: skip
 
     context: ssl.SSLContext | bool = False
     if target.tls:
