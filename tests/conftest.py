@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import pytest
 import pytest_asyncio
+from support.otlp_receivers import Receivers
 from support.redis_servers import (
     ACL_LIMITED_PASSWORD,
     ACL_LIMITED_USERNAME,
@@ -251,3 +252,18 @@ def threaded_reset_proxy_factory() -> Iterator[Callable[[str, int], ThreadedRese
     yield make
     for proxy in made:
         proxy.stop()
+
+
+# ---------------------------------------------------------------------------
+# OTLP stand-ins
+# ---------------------------------------------------------------------------
+
+
+@pytest_asyncio.fixture
+async def receivers() -> AsyncIterator[Receivers]:
+    """OTLP receivers and raw TCP servers on 127.0.0.1, all stopped after the test."""
+    started = Receivers()
+    try:
+        yield started
+    finally:
+        await started.stop()

@@ -1,4 +1,5 @@
-"""Fixtures for the OTLP tests: real receivers on 127.0.0.1, started and stopped per test."""
+"""Fixtures for the OTLP tests: an HTTP session and TLS files (the receivers fixture is
+shared, in tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -8,18 +9,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 import pytest_asyncio
-from support.otlp_receivers import Receivers, TlsFiles, make_tls_files
+from support.otlp_receivers import TlsFiles, make_tls_files
 
 from exporter.probes.otlp_http import new_session
-
-
-@pytest_asyncio.fixture
-async def receivers() -> AsyncIterator[Receivers]:
-    started = Receivers()
-    try:
-        yield started
-    finally:
-        await started.stop()
 
 
 @pytest_asyncio.fixture
