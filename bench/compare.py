@@ -385,10 +385,20 @@ def start_depwatch(
             env.pop(key, None)
         else:
             env[key] = value
-    proc = Proc(name, argv or depwatch_argv(), env=env, logdir=rig.workdir)
-    exporter = Exporter("depwatch", proc, port)
+    return start_exporter(rig, "depwatch", argv or depwatch_argv(), env, port,
+                          ready_path="/readyz", name=name, timeout=60)  # fmt: skip
+
+
+def start_exporter(
+    rig: Rig, kind: str, argv: Sequence[str], env: dict[str, str], port: int, *,
+    ready_path: str, name: str | None = None, timeout: float = 30,
+) -> Exporter:  # fmt: skip
+    """Start one exporter and wait until ``ready_path`` answers 200 (stopped on failure)."""
+    name = name or kind
+    exporter = Exporter(kind, Proc(name, argv, env=env, logdir=rig.workdir), port)
     try:
-        wait_until(f"{name} /readyz", lambda: exporter.http.get("/readyz")[0] == 200, 60, proc=proc)
+        wait_until(f"{name} {ready_path}", lambda: exporter.http.get(ready_path)[0] == 200,
+                   timeout, proc=exporter.proc)  # fmt: skip
     except BaseException:
         exporter.stop()
         raise
@@ -406,20 +416,7 @@ def start_redis_exporter(rig: Rig) -> Exporter:
         f"--tls-ca-cert-file={rig.tls.ca_file}",
         f"--web.listen-address={HOST}:{port}",
     ]
-    exporter = Exporter(
-        "redis_exporter", Proc("redis_exporter", argv, env=env, logdir=rig.workdir), port
-    )
-    try:
-        wait_until(
-            "redis_exporter /health",
-            lambda: exporter.http.get("/health")[0] == 200,
-            30,
-            proc=exporter.proc,
-        )
-    except BaseException:
-        exporter.stop()
-        raise
-    return exporter
+    return start_exporter(rig, "redis_exporter", argv, env, port, ready_path="/health")
 
 
 def start_blackbox(rig: Rig) -> Exporter:
@@ -430,20 +427,8 @@ def start_blackbox(rig: Rig) -> Exporter:
         f"--web.listen-address={HOST}:{port}",
         "--log.level=warn",
     ]
-    exporter = Exporter(
-        "blackbox", Proc("blackbox", argv, env=dict(os.environ), logdir=rig.workdir), port
-    )
-    try:
-        wait_until(
-            "blackbox /-/healthy",
-            lambda: exporter.http.get("/-/healthy")[0] == 200,
-            30,
-            proc=exporter.proc,
-        )
-    except BaseException:
-        exporter.stop()
-        raise
-    return exporter
+    return start_exporter(rig, "blackbox", argv, dict(os.environ), port,
+                          ready_path="/-/healthy")  # fmt: skip
 
 
 def blackbox_config(tls: Any, password: str) -> str:
@@ -656,18 +641,7 @@ def cold_ping_floor_ms(cluster: Any, n: int = 18, gap: float = 1.0) -> float:
 async def _async_floors(cluster: Any, password: str, rounds: int) -> tuple[float, float]:
     from redis.asyncio.connection import SSLConnection
 
-    conns = [
-        SSLConnection(
-            host=n.host,
-            port=n.port,
-            password=password,
-            protocol=2,
-            ssl_ca_certs=str(cluster.tls.ca_file),
-            decode_responses=True,
-            driver_info=None,
-        )
-        for n in cluster.nodes
-    ]
+    conns = _raw_connections(cluster, password)
     try:
         for conn in conns:
             await conn.connect()
@@ -690,15 +664,23 @@ async def _async_floors(cluster: Any, password: str, rounds: int) -> tuple[float
     return median(single), median(concurrent)
 
 
-async def _raw_cycles(cluster: Any, password: str, cycles: int, gap: float) -> dict[str, float]:
+def _raw_connections(cluster: Any, password: str) -> list[Any]:
+    """One unconnected asyncio redis-py TLS connection per node, as depwatch opens them
+    (RESP2, no client-info commands)."""
     from redis.asyncio.connection import SSLConnection
 
-    conns = [
+    return [
         SSLConnection(host=n.host, port=n.port, password=password, protocol=2,
                       ssl_ca_certs=str(cluster.tls.ca_file), decode_responses=True,
                       driver_info=None)
         for n in cluster.nodes
     ]  # fmt: skip
+
+
+async def _raw_cycles(cluster: Any, password: str, cycles: int, gap: float) -> dict[str, float]:
+    from redis.asyncio.connection import SSLConnection
+
+    conns = _raw_connections(cluster, password)
 
     async def info(conn: SSLConnection) -> None:
         await conn.send_command("INFO", "clients", "stats", "replication", check_health=False)
