@@ -55,8 +55,9 @@ class RedisNodeProbe:
     async def ping(self) -> float:
         """(Connect if needed, then) PING; returns the PING's round trip in seconds.
 
-        The round trip excludes connecting and AUTH: it is what an application with a
-        warm pool sees.
+        The round trip excludes connecting and AUTH, and a check sends it right after
+        INFO (see :mod:`exporter.checks`): it is what an application with a warm pool
+        sees.
         """
         conn = self._connection()
         try:

@@ -16,23 +16,35 @@ class Policy:
 
 
 class FakeProbe:
+    """PING outcomes in order (a float, an exception or "hang"); INFO likewise, and
+    answering when its outcomes run out. ``calls`` keeps the commands in order."""
+
     address = "n:1"
 
-    def __init__(self, outcomes: list[object]) -> None:
+    def __init__(self, outcomes: list[object], info: list[object] | None = None) -> None:
         self.outcomes = list(outcomes)
+        self.info_outcomes = list(info or [])
         self.pings = 0
+        self.calls: list[str] = []
 
     async def ping(self) -> float:
         self.pings += 1
-        outcome = self.outcomes.pop(0)
-        if outcome == "hang":
-            await asyncio.sleep(10)
-        if isinstance(outcome, BaseException):
-            raise outcome
-        return float(outcome)  # type: ignore[arg-type]
+        self.calls.append("PING")
+        return float(await _play(self.outcomes.pop(0)))  # type: ignore[arg-type]
 
     async def info(self) -> NodeInfo:
+        self.calls.append("INFO")
+        if self.info_outcomes:
+            await _play(self.info_outcomes.pop(0))
         return NodeInfo(connected_clients=1)
+
+
+async def _play(outcome: object) -> object:
+    if outcome == "hang":
+        await asyncio.sleep(10)
+    if isinstance(outcome, BaseException):
+        raise outcome
+    return outcome
 
 
 class Sleeps:
@@ -78,6 +90,54 @@ async def test_auth_failure_not_retried() -> None:
     probe = FakeProbe([rx.AuthenticationError("invalid password"), 0.001, 0.001])
     check = await run_check(probe, Policy(), wall_clock=lambda: 0.0, sleep=Sleeps())
     assert not check.ok and probe.pings == 1 and check.reason is Reason.AUTH
+
+
+@pytest.mark.asyncio
+async def test_first_attempt_sends_info_then_ping_and_no_second_info() -> None:
+    probe = FakeProbe([0.001])
+    check = await run_check(probe, Policy(), wall_clock=lambda: 0.0, sleep=Sleeps())
+    assert probe.calls == ["INFO", "PING"] and check.info == NodeInfo(connected_clients=1)
+
+
+@pytest.mark.asyncio
+async def test_without_info_only_pings() -> None:
+    probe = FakeProbe([0.001])
+    check = await run_check(probe, Policy(), wall_clock=lambda: 0.0, sleep=Sleeps(),
+                            with_info=False)  # fmt: skip
+    assert probe.calls == ["PING"] and check.ok and check.info is None
+
+
+@pytest.mark.asyncio
+async def test_info_refused_by_server_leaves_the_check_to_ping() -> None:
+    probe = FakeProbe([0.001], info=[rx.NoPermissionError("NOPERM no INFO for you")])
+    check = await run_check(probe, Policy(), wall_clock=lambda: 0.0, sleep=Sleeps())
+    assert check.ok and check.attempts == 1 and check.attempt_failures == ()
+    assert check.info is None and probe.calls == ["INFO", "PING"]
+
+
+@pytest.mark.asyncio
+async def test_reset_during_info_fails_the_attempt_and_info_is_read_after_the_retry() -> None:
+    probe = FakeProbe([0.002], info=[ConnectionResetError()])
+    check = await run_check(probe, Policy(), wall_clock=lambda: 0.0, sleep=Sleeps())
+    assert check.ok and check.attempts == 2
+    assert check.attempt_failures == (Reason.CONNECTION_RESET,)
+    assert probe.calls == ["INFO", "PING", "INFO"] and check.info is not None
+
+
+@pytest.mark.asyncio
+async def test_hanging_info_times_the_attempt_out() -> None:
+    probe = FakeProbe([0.002], info=["hang"])
+    check = await run_check(probe, Policy(), wall_clock=lambda: 0.0, sleep=Sleeps())
+    assert check.ok and check.attempt_failures == (Reason.TIMEOUT,)
+    assert probe.calls == ["INFO", "PING", "INFO"]
+
+
+@pytest.mark.asyncio
+async def test_info_of_the_first_attempt_kept_when_its_ping_failed() -> None:
+    probe = FakeProbe([ConnectionResetError(), 0.002])
+    check = await run_check(probe, Policy(), wall_clock=lambda: 0.0, sleep=Sleeps())
+    assert check.ok and check.attempts == 2 and check.info == NodeInfo(connected_clients=1)
+    assert probe.calls == ["INFO", "PING", "PING"]
 
 
 @pytest.mark.asyncio
