@@ -19,7 +19,13 @@ from typing import Any
 
 from exporter.model import SocketObservation, frozen_map
 from exporter.sockets.snmp import parse_snmp
-from exporter.sockets.sock_diag import DiagMatcher, DiagTally, SockDiagError, dump_tcp
+from exporter.sockets.sock_diag import (
+    DiagMatcher,
+    DiagTally,
+    SockDiagError,
+    dump_tcp,
+    remote_filter,
+)
 from exporter.sockets.tcp_table import STATES, RemoteMatcher, TableCounts, count_by_remote
 
 __all__ = ["endpoint_label", "normalize_ip", "observe", "resolve_addresses"]
@@ -93,8 +99,9 @@ def _from_sock_diag(
     own_inodes: frozenset[int],
 ) -> list[TableCounts[_Key]]:
     """Both families' counts from one netlink dump; raises SockDiagError."""
-    tally = DiagTally(DiagMatcher.build(targets, collector_hosts), own_inodes)
-    for records in dump_tcp():
+    matcher = DiagMatcher.build(targets, collector_hosts)
+    tally = DiagTally(matcher, own_inodes)
+    for records in dump_tcp(bytecode=remote_filter(matcher.peers())):
         tally.add(records)
     return [tally.result()]
 
