@@ -640,26 +640,25 @@ def cold_ping_floor_ms(cluster: Any, n: int = 18, gap: float = 1.0) -> float:
     return median(times)
 
 
-async def _async_floors(cluster: Any, password: str, rounds: int) -> tuple[float, float]:
-    from redis.asyncio.connection import SSLConnection
+async def _timed_ping(conn: Any) -> float:
+    """One PING on an open asyncio redis-py connection: its round trip in ms."""
+    started = time.perf_counter()
+    await conn.send_command("PING", check_health=False)
+    await conn.read_response()
+    return (time.perf_counter() - started) * 1000
 
+
+async def _async_floors(cluster: Any, password: str, rounds: int) -> tuple[float, float]:
     conns = _raw_connections(cluster, password)
     try:
         for conn in conns:
             await conn.connect()
-
-        async def ping(conn: SSLConnection) -> float:
-            started = time.perf_counter()
-            await conn.send_command("PING", check_health=False)
-            await conn.read_response()
-            return (time.perf_counter() - started) * 1000
-
         for _ in range(20):
-            await ping(conns[0])
-        single = [await ping(conns[0]) for _ in range(rounds * len(conns))]
+            await _timed_ping(conns[0])
+        single = [await _timed_ping(conns[0]) for _ in range(rounds * len(conns))]
         concurrent: list[float] = []
         for _ in range(rounds):
-            concurrent += await asyncio.gather(*(ping(c) for c in conns))
+            concurrent += await asyncio.gather(*(_timed_ping(c) for c in conns))
     finally:
         for conn in conns:
             await conn.disconnect()
@@ -688,12 +687,6 @@ async def _raw_cycles(cluster: Any, password: str, cycles: int, gap: float) -> d
         await conn.send_command("INFO", "clients", "stats", "replication", check_health=False)
         await conn.read_response()
 
-    async def ping(conn: SSLConnection) -> float:
-        started = time.perf_counter()
-        await conn.send_command("PING", check_health=False)
-        await conn.read_response()
-        return (time.perf_counter() - started) * 1000
-
     times: list[float] = []
     pings: list[float] = []
     cold: list[float] = []
@@ -705,11 +698,11 @@ async def _raw_cycles(cluster: Any, password: str, cycles: int, gap: float) -> d
             began = time.perf_counter()
             for conn in conns:
                 await info(conn)
-                pings.append(await ping(conn))
+                pings.append(await _timed_ping(conn))
             times.append((time.perf_counter() - began) * 1000)
             await asyncio.sleep(gap)
             for conn in conns:  # the order depwatch used before: PING first
-                cold.append(await ping(conn))
+                cold.append(await _timed_ping(conn))
             await asyncio.gather(*(info(c) for c in conns))
     finally:
         for conn in conns:
