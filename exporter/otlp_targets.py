@@ -10,15 +10,22 @@ pod and a ClusterIP Service its one virtual IP. A name that does not resolve giv
 every planned probe the reason ``dns``; the plan then uses the addresses seen last
 time (so the same series go down) or, before any success, the host name itself as
 the endpoint's host part.
+
+grpc (about 8.5 MiB of RSS once imported) is loaded only when a gRPC probe has to
+run: until then a gRPC target is first tried with a bare TCP connect, and while its
+port refuses (the incident's collector never opened 4317) grpc is never imported.
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib
 import ipaddress
 import socket
+import sys
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -220,8 +227,9 @@ async def probe_collector(
     ``refused_before``: (endpoint, protocol) -> the result of a probe that was
     ``connection_refused`` last cycle; such a target is first tried with
     :func:`still_refused`, and while it refuses, that result stands for this cycle.
+    So is a gRPC target before grpc is loaded (:func:`_grpc_probe_module`).
     """
-    from exporter.probes import otlp_grpc, otlp_http
+    from exporter.probes import otlp_http
 
     log = log or structlog.get_logger(__name__)
     budget = settings.timeout_seconds if time_limit is None else time_limit
@@ -240,9 +248,29 @@ async def probe_collector(
         prior = refused.get((target.endpoint, target.protocol))
         if prior is not None and await still_refused(target, budget):
             return prior
-        if target.protocol == "grpc":
-            return await otlp_grpc.probe(target, settings, time_limit=budget, log=log)
-        return await otlp_http.probe(target, settings, session=session, time_limit=budget, log=log)
+        if target.protocol != "grpc":
+            return await otlp_http.probe(target, settings, session=session,
+                                         time_limit=budget, log=log)  # fmt: skip
+        if prior is None and _GRPC_PROBE not in sys.modules and await still_refused(
+            target, budget
+        ):
+            return otlp_http.target_result(target, Reason.CONNECTION_REFUSED,
+                                           _REFUSED_ERROR, log=log)  # fmt: skip
+        otlp_grpc = await _grpc_probe_module()
+        return await otlp_grpc.probe(target, settings, time_limit=budget, log=log)
 
     results = await asyncio.gather(*(one(t) for t in plan))
     return CollectorProbe(resolution, plan, tuple(results))
+
+
+_GRPC_PROBE = "exporter.probes.otlp_grpc"
+_REFUSED_ERROR = "connection refused (TCP connect; no gRPC request sent)"
+
+
+async def _grpc_probe_module() -> ModuleType:
+    """:mod:`exporter.probes.otlp_grpc`, imported on first need in a worker thread, so
+    the event loop (and /metrics) keeps going while grpc loads (about 0.1 s)."""
+    module = sys.modules.get(_GRPC_PROBE)
+    if module is None:
+        module = await asyncio.to_thread(importlib.import_module, _GRPC_PROBE)
+    return module

@@ -3,7 +3,10 @@ full probe runs only once the port accepts (real sockets and receivers on 127.0.
 
 from __future__ import annotations
 
+import json
 import socket
+import subprocess
+import sys
 from typing import Any
 
 import aiohttp
@@ -119,3 +122,55 @@ async def test_otlp_part_uses_the_bare_connect_from_the_second_cycle(
         finally:
             await part.close()
         assert grpc_calls == [f"{HOST}:{port}"]  # once, then bare connects
+
+
+_LAZY_GRPC = """
+import asyncio, json, sys
+from exporter.otlp_config import parse_otlp_env
+from exporter.otlp_targets import probe_collector
+from exporter.probes.otlp_http import new_session
+
+async def main(refused, http, listening):
+    def cfg(port):
+        return parse_otlp_env({"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}",
+                               "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"})
+    out = {}
+    async with new_session() as session:
+        for cycle in (1, 2):
+            probe = await probe_collector(cfg(refused), grpc_port=refused, http_port=http,
+                                          session=session, time_limit=2.0)
+            out[f"refused_{cycle}"] = [[r.protocol, r.reason, r.error] for r in probe.results]
+            out[f"grpc_loaded_{cycle}"] = "grpc" in sys.modules
+        probe = await probe_collector(cfg(listening), grpc_port=listening, http_port=http,
+                                      session=session, time_limit=1.0)
+        out["accepting"] = [[r.protocol, r.reason] for r in probe.results]
+        out["grpc_loaded_after"] = "grpc" in sys.modules
+    print(json.dumps(out))
+
+asyncio.run(main(*map(int, sys.argv[1:])))
+"""
+
+
+def test_grpc_is_not_imported_while_the_grpc_port_refuses() -> None:
+    """In a fresh interpreter (this one has grpc loaded): a refused gRPC port is known
+    from a bare connect, grpc stays out of memory; a port that accepts gets the full
+    gRPC probe, which loads it."""
+    with (
+        closed_port() as closed, closed_port() as closed_http,
+        socket.create_server((HOST, 0)) as silent,  # accepts, never speaks HTTP/2
+    ):  # fmt: skip
+        ports = [closed.getsockname()[1], closed_http.getsockname()[1],
+                 silent.getsockname()[1]]  # fmt: skip
+        run = subprocess.run([sys.executable, "-c", _LAZY_GRPC, *map(str, ports)],
+                             capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    assert run.returncode == 0, run.stderr[-2000:]
+    out = json.loads(run.stdout.splitlines()[-1])  # after any log lines
+    for cycle in (1, 2):
+        assert sorted(tuple(r[:2]) for r in out[f"refused_{cycle}"]) == [
+            ("grpc", Reason.CONNECTION_REFUSED), ("http/protobuf", Reason.CONNECTION_REFUSED)]
+        assert out[f"grpc_loaded_{cycle}"] is False
+    grpc_error = next(r[2] for r in out["refused_1"] if r[0] == "grpc")
+    assert "no gRPC request sent" in grpc_error
+    assert out["grpc_loaded_after"] is True
+    grpc_reason = next(r[1] for r in out["accepting"] if r[0] == "grpc")
+    assert grpc_reason in (Reason.TIMEOUT, Reason.PROTOCOL)  # it spoke gRPC to a mute peer
