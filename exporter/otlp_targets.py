@@ -11,9 +11,10 @@ every planned probe the reason ``dns``; the plan then uses the addresses seen la
 time (so the same series go down) or, before any success, the host name itself as
 the endpoint's host part.
 
-grpc (about 8.5 MiB of RSS once imported) is loaded only when a gRPC probe has to
-run: until then a gRPC target is first tried with a bare TCP connect, and while its
-port refuses (the incident's collector never opened 4317) grpc is never imported.
+grpc (about 11 MiB of RSS with the threads its runtime starts) is loaded only when a
+gRPC probe has to run: until then a gRPC target is first tried with a bare TCP
+connect, and while its port refuses (the incident's collector never opened 4317)
+grpc is never imported.
 """
 
 from __future__ import annotations
@@ -184,14 +185,16 @@ def failed_results(
     )  # fmt: skip
 
 
-async def still_refused(target: OtlpTarget, time_limit: float) -> bool:
-    """Whether a bare TCP connect to ``target`` is refused.
+async def bare_connect_failure(target: OtlpTarget, time_limit: float) -> str | None:
+    """What a bare TCP connect to ``target`` says, when that settles the probe:
+    ``connection_refused``, or ``timeout`` (the full probe would wait as long again,
+    past the target's deadline); None when the full probe has to run (the connect was
+    accepted, and closed at once, or failed some other way for it to classify).
 
     A port that refused the last probe usually refuses the next one too (the
     incident's collector had no gRPC port, every cycle, in every pod). A connect
     costs about 0.5 CPU-ms; a gRPC probe builds and tears down a channel, about
-    2.5 CPU-ms, to learn the same thing. When the connect is accepted, the
-    connection is closed at once and the full probe runs, in the same cycle.
+    2.5 CPU-ms, to learn the same thing.
     """
     family = socket.AF_INET6 if ":" in target.address else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -200,12 +203,14 @@ async def still_refused(target: OtlpTarget, time_limit: float) -> bool:
         async with asyncio.timeout(time_limit):
             await asyncio.get_running_loop().sock_connect(sock, (target.address, target.port))
     except ConnectionRefusedError:
-        return True
-    except (OSError, TimeoutError):
-        return False  # anything else: the full probe says what it is
+        return Reason.CONNECTION_REFUSED
+    except TimeoutError:
+        return Reason.TIMEOUT
+    except OSError:
+        return None  # the full probe says what it is
     finally:
         sock.close()
-    return False
+    return None
 
 
 async def probe_collector(
@@ -225,9 +230,11 @@ async def probe_collector(
     ``time_limit`` bounds each probe (and the name lookup); it defaults to the
     application's OTLP timeout. ``session`` comes from :func:`otlp_http.new_session`.
     ``refused_before``: (endpoint, protocol) -> the result of a probe that was
-    ``connection_refused`` last cycle; such a target is first tried with
-    :func:`still_refused`, and while it refuses, that result stands for this cycle.
-    So is a gRPC target before grpc is loaded (:func:`_grpc_probe_module`).
+    ``connection_refused`` last cycle. Such a target is first tried with
+    :func:`bare_connect_failure`, and so is a gRPC target while grpc is not loaded
+    (:func:`_grpc_probe_module`): a refused connect stands for the probe (last
+    cycle's result, when there is one), a connect that times out is the probe's
+    timeout, and an accepted one gets the full probe in the same cycle.
     """
     from exporter.probes import otlp_http
 
@@ -246,25 +253,28 @@ async def probe_collector(
 
     async def one(target: OtlpTarget) -> OtlpProbeResult:
         prior = refused.get((target.endpoint, target.protocol))
-        if prior is not None and await still_refused(target, budget):
-            return prior
-        if target.protocol != "grpc":
-            return await otlp_http.probe(target, settings, session=session,
-                                         time_limit=budget, log=log)  # fmt: skip
-        if prior is None and _GRPC_PROBE not in sys.modules and await still_refused(
-            target, budget
-        ):
-            return otlp_http.target_result(target, Reason.CONNECTION_REFUSED,
-                                           _REFUSED_ERROR, log=log)  # fmt: skip
-        otlp_grpc = await _grpc_probe_module()
-        return await otlp_grpc.probe(target, settings, time_limit=budget, log=log)
+        grpc_unloaded = target.protocol == "grpc" and _GRPC_PROBE not in sys.modules
+        if prior is not None or grpc_unloaded:
+            failure = await bare_connect_failure(target, budget)
+            if failure == Reason.CONNECTION_REFUSED and prior is not None:
+                return prior
+            if failure is not None:
+                return otlp_http.target_result(target, failure, _BARE_CONNECT_ERRORS[failure],
+                                               log=log)  # fmt: skip
+        if target.protocol == "grpc":
+            otlp_grpc = await _grpc_probe_module()
+            return await otlp_grpc.probe(target, settings, time_limit=budget, log=log)
+        return await otlp_http.probe(target, settings, session=session, time_limit=budget, log=log)
 
     results = await asyncio.gather(*(one(t) for t in plan))
     return CollectorProbe(resolution, plan, tuple(results))
 
 
 _GRPC_PROBE = "exporter.probes.otlp_grpc"
-_REFUSED_ERROR = "connection refused (TCP connect; no gRPC request sent)"
+_BARE_CONNECT_ERRORS = {
+    Reason.CONNECTION_REFUSED: "connection refused (TCP connect; no request sent)",
+    Reason.TIMEOUT: "TCP connect timed out (no request sent)",
+}
 
 
 async def _grpc_probe_module() -> ModuleType:

@@ -7,6 +7,9 @@ import json
 import socket
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 import aiohttp
@@ -18,7 +21,7 @@ from exporter.logs import get_logger
 from exporter.model import OtlpProbeResult, Reason
 from exporter.otlp_config import OtlpSettings, parse_otlp_env
 from exporter.otlp_cycle import OtlpPart
-from exporter.otlp_targets import OtlpTarget, probe_collector, still_refused
+from exporter.otlp_targets import OtlpTarget, bare_connect_failure, probe_collector
 from exporter.probes import otlp_grpc
 
 
@@ -44,17 +47,60 @@ def grpc_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 
 @pytest.mark.asyncio
-async def test_still_refused_on_a_closed_port_and_not_on_a_listener() -> None:
+async def test_bare_connect_refused_on_a_closed_port_and_nothing_on_a_listener() -> None:
     with closed_port() as closed, socket.create_server((HOST, 0)) as listener:
         listener.settimeout(5)
         refused = OtlpTarget(HOST, closed.getsockname()[1], "grpc", tls=False)
         accepted = OtlpTarget(HOST, listener.getsockname()[1], "grpc", tls=False)
-        assert await still_refused(refused, 1.0) is True
-        assert await still_refused(accepted, 1.0) is False
+        assert await bare_connect_failure(refused, 1.0) == Reason.CONNECTION_REFUSED
+        assert await bare_connect_failure(accepted, 1.0) is None
         peer, _ = listener.accept()
         with peer:
             peer.settimeout(5)
             assert peer.recv(1) == b""  # closed at once, nothing sent
+
+
+@contextmanager
+def full_backlog_port() -> Iterator[int]:
+    """A listener whose accept queue is full: further SYNs are dropped, so a connect
+    hangs (a firewalled port, on 127.0.0.1)."""
+    with ExitStack() as stack:
+        listener = stack.enter_context(socket.socket())
+        listener.bind((HOST, 0))
+        listener.listen(0)
+        port = listener.getsockname()[1]
+        for _ in range(3):  # more than a backlog of 0 holds
+            held = stack.enter_context(socket.socket())
+            held.setblocking(False)
+            held.connect_ex((HOST, port))
+        time.sleep(0.1)  # let the handshakes that fit complete
+        yield port
+
+
+@pytest.mark.asyncio
+async def test_bare_connect_times_out_on_a_port_that_drops_syns() -> None:
+    with full_backlog_port() as port:
+        target = OtlpTarget(HOST, port, "grpc", tls=False)
+        assert await bare_connect_failure(target, 0.3) == Reason.TIMEOUT
+
+
+@pytest.mark.asyncio
+async def test_a_refused_port_that_starts_dropping_syns_times_out_once(
+    http_session: aiohttp.ClientSession, grpc_calls: list[str]
+) -> None:
+    """The connect's timeout is the probe's: no full probe waits out a second one."""
+    with full_backlog_port() as port, closed_port() as closed_http:
+        target = f"{HOST}:{port}"
+        prior = OtlpProbeResult(target, "grpc", False, Reason.CONNECTION_REFUSED, "refused",
+                                port=port)  # fmt: skip
+        outcome = await probe_collector(
+            grpc_settings(port), grpc_port=port, http_port=closed_http.getsockname()[1],
+            session=http_session, time_limit=0.3, refused_before={(target, "grpc"): prior},
+        )  # fmt: skip
+    grpc_result = next(r for r in outcome.results if r.protocol == "grpc")
+    assert grpc_result.reason == Reason.TIMEOUT and "TCP connect timed out" in str(
+        grpc_result.error)
+    assert grpc_calls == []
 
 
 @pytest.mark.asyncio
@@ -170,7 +216,7 @@ def test_grpc_is_not_imported_while_the_grpc_port_refuses() -> None:
             ("grpc", Reason.CONNECTION_REFUSED), ("http/protobuf", Reason.CONNECTION_REFUSED)]
         assert out[f"grpc_loaded_{cycle}"] is False
     grpc_error = next(r[2] for r in out["refused_1"] if r[0] == "grpc")
-    assert "no gRPC request sent" in grpc_error
+    assert "no request sent" in grpc_error
     assert out["grpc_loaded_after"] is True
     grpc_reason = next(r[1] for r in out["accepting"] if r[0] == "grpc")
     assert grpc_reason in (Reason.TIMEOUT, Reason.PROTOCOL)  # it spoke gRPC to a mute peer
