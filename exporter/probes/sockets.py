@@ -94,14 +94,24 @@ def _never_raises(
     return wrapper
 
 
+@functools.lru_cache(maxsize=4)
+def _diag_query(
+    targets: frozenset[tuple[tuple[str, int], _Key]], collector_hosts: frozenset[str]
+) -> tuple[DiagMatcher[_Key], bytes | None]:
+    """The matcher and kernel filter for these targets. They change only when the
+    topology or the collector's addresses do, not every cycle (0.17 ms for 30 nodes)."""
+    matcher = DiagMatcher.build(dict(targets), collector_hosts)
+    return matcher, remote_filter(matcher.peers())
+
+
 def _from_sock_diag(
     targets: Mapping[tuple[str, int], _Key], collector_hosts: frozenset[str],
     own_inodes: frozenset[int],
 ) -> list[TableCounts[_Key]]:
     """Both families' counts from one netlink dump; raises SockDiagError."""
-    matcher = DiagMatcher.build(targets, collector_hosts)
+    matcher, bytecode = _diag_query(frozenset(targets.items()), collector_hosts)
     tally = DiagTally(matcher, own_inodes)
-    for records in dump_tcp(bytecode=remote_filter(matcher.peers())):
+    for records in dump_tcp(bytecode=bytecode):
         tally.add(records)
     return [tally.result()]
 

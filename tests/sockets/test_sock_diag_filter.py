@@ -232,3 +232,15 @@ def test_live_kernel_accepts_the_longest_program() -> None:
     program = remote_filter(many)
     assert program is not None and len(program) > MAX_FILTER_BYTES - 32
     assert [r for chunk in dump_tcp(bytecode=program) for r in chunk] == []
+
+
+def test_matcher_and_filter_are_built_once_for_the_same_targets() -> None:
+    from exporter.probes.sockets import _diag_query
+
+    targets = {("127.0.0.1", 6379): ("redis", "n1"), ("127.0.0.1", 4318): ("collector", "c")}
+    hosts = frozenset({"127.0.0.1"})
+    first = _diag_query(frozenset(targets.items()), hosts)
+    again = _diag_query(frozenset(dict(reversed(targets.items())).items()), hosts)
+    assert again is first  # the same query object: nothing rebuilt
+    matcher, program = first
+    assert program == remote_filter(matcher.peers()) and kernel_audit(program)
